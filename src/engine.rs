@@ -1,0 +1,1 @@
+//! One image through policy, registry and signatures to a verdict.

@@ -1,0 +1,37 @@
+//! imagegate: containers-policy.json image signature policy, enforced at
+//! Kubernetes admission with the verdicts CRI-O gives at pull time.
+//!
+//! One module per concern (see DESIGN.md):
+//! - [`reference`]: docker reference parsing and normalisation;
+//! - [`strictjson`]: c/image's paranoid JSON object parsing;
+//! - [`manifest`]: manifest digests and manifest-list instance selection;
+//! - [`signature`]: simple-signing payloads, OpenPGP, registries.d, lookaside;
+//! - [`policy`]: policy documents, scope lookup, identity matching, requirements;
+//! - [`registry`]: digest resolution and manifest fetching, credentials;
+//! - [`engine`]: one image through policy, registry and signatures to a verdict;
+//! - [`cli`]: the `imagegate` command line.
+
+pub mod cli;
+pub mod engine;
+pub mod manifest;
+pub mod policy;
+pub mod reference;
+pub mod registry;
+pub mod signature;
+pub mod strictjson;
+
+/// The crate's error type for operations that are not verdicts: a verdict
+/// (an image rejected by policy) is a value, not an error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Reference(#[from] reference::ReferenceError),
+    #[error("{0}")]
+    Config(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Other(#[from] anyhow::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

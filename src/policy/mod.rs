@@ -1,0 +1,2 @@
+//! containers-policy.json: the document model and strict parser, scope
+//! lookup, `signedIdentity` matching and requirement evaluation.

@@ -1,0 +1,2 @@
+//! Registry access: tag to digest resolution, exact manifest bytes,
+//! credentials from auth files.
