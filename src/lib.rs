@@ -11,6 +11,7 @@
 //! - [`engine`]: one image through policy, registry and signatures to a verdict;
 //! - [`cli`]: the `imagegate` command line.
 
+pub mod admission;
 pub mod cli;
 pub mod engine;
 pub mod manifest;

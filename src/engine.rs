@@ -1,1 +1,0 @@
-//! One image through policy, registry and signatures to a verdict.
