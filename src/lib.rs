@@ -13,6 +13,7 @@
 
 pub mod admission;
 pub mod cli;
+pub mod crd;
 pub mod engine;
 pub mod manifest;
 pub mod policy;
