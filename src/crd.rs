@@ -156,8 +156,11 @@ mod tests {
 
     #[test]
     fn mode_defaults_to_enforce() {
-        let spec: ImagePolicySpec = serde_json::from_str(r#"{"policy":{"default":[{"type":"reject"}]}}"#).unwrap();
+        let spec: ImagePolicySpec =
+            serde_json::from_str(r#"{"policy":{"default":[{"type":"reject"}]}}"#).unwrap();
         assert_eq!(spec.mode, Mode::Enforce);
-        assert!(serde_json::from_str::<ImagePolicySpec>(r#"{"policy":{},"mode":"Bogus"}"#).is_err());
+        assert!(
+            serde_json::from_str::<ImagePolicySpec>(r#"{"policy":{},"mode":"Bogus"}"#).is_err()
+        );
     }
 }

@@ -5,3 +5,4 @@
 pub mod decision;
 pub mod images;
 pub mod pinning;
+pub mod review;

@@ -17,7 +17,11 @@ pub const EXIT_REJECTED: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 
 #[derive(Debug, Parser)]
-#[command(name = "imagegate", version, about = "Image signature policy (containers-policy.json) at Kubernetes admission")]
+#[command(
+    name = "imagegate",
+    version,
+    about = "Image signature policy (containers-policy.json) at Kubernetes admission"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -144,7 +148,11 @@ pub struct LintArgs {
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
-        Command::Verify(_) | Command::Sign(_) | Command::StandaloneVerify(_) | Command::StandaloneSign(_) | Command::Policy(_) => Ok::<u8, crate::Error>(EXIT_USAGE),
+        Command::Verify(_)
+        | Command::Sign(_)
+        | Command::StandaloneVerify(_)
+        | Command::StandaloneSign(_)
+        | Command::Policy(_) => Ok::<u8, crate::Error>(EXIT_USAGE),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -154,5 +162,3 @@ pub async fn run(cli: Cli) -> ExitCode {
         }
     }
 }
-
-

@@ -26,10 +26,18 @@ pub fn render_text(verdicts: &[ImageVerdict]) -> String {
         }
         for d in &v.documents {
             let Some(scope) = &d.scope else {
-                let _ = writeln!(out, "  {}: no scope matches and no default (no opinion)", d.document);
+                let _ = writeln!(
+                    out,
+                    "  {}: no scope matches and no default (no opinion)",
+                    d.document
+                );
                 continue;
             };
-            let verdict = if d.allowed { "accepted".to_string() } else { format!("rejected: {}", d.reason.as_deref().unwrap_or("")) };
+            let verdict = if d.allowed {
+                "accepted".to_string()
+            } else {
+                format!("rejected: {}", d.reason.as_deref().unwrap_or(""))
+            };
             let _ = writeln!(out, "  {} ({scope}): {verdict}", d.document);
             for i in &d.instances {
                 let mut indent = "    ";
@@ -38,20 +46,31 @@ pub fn render_text(verdicts: &[ImageVerdict]) -> String {
                         out,
                         "    instance {}{}: {}",
                         i.digest.as_deref().unwrap_or("?"),
-                        i.platform.as_deref().map(|p| format!(" ({p})")).unwrap_or_default(),
+                        i.platform
+                            .as_deref()
+                            .map(|p| format!(" ({p})"))
+                            .unwrap_or_default(),
                         if i.allowed { "accepted" } else { "rejected" }
                     );
                     indent = "      ";
                 }
                 for r in &i.requirements {
-                    let outcome = if r.passed { "passed".to_string() } else { format!("failed: {}", r.reason.as_deref().unwrap_or("")) };
+                    let outcome = if r.passed {
+                        "passed".to_string()
+                    } else {
+                        format!("failed: {}", r.reason.as_deref().unwrap_or(""))
+                    };
                     let _ = writeln!(out, "{indent}requirement {}: {outcome}", r.requirement);
                     for s in &r.signatures {
                         let _ = writeln!(
                             out,
                             "{indent}  signature {}: {} ({})",
                             s.source,
-                            if s.accepted { "accepted" } else { "not accepted" },
+                            if s.accepted {
+                                "accepted"
+                            } else {
+                                "not accepted"
+                            },
                             s.detail
                         );
                     }
