@@ -12,13 +12,16 @@
 //! - [`cli`]: the `imagegate` command line.
 
 pub mod admission;
+pub mod certs;
 pub mod cli;
 pub mod crd;
 pub mod engine;
 pub mod manifest;
+pub mod metrics;
 pub mod policy;
 pub mod reference;
 pub mod registry;
+pub mod server;
 pub mod signature;
 pub mod strictjson;
 

@@ -1,0 +1,106 @@
+//! HTTP handlers: the two admission endpoints, health and readiness.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionRequest, AdmissionReview};
+
+use crate::admission::review::{Endpoint, review};
+use crate::metrics::AdmissionLabels;
+use crate::server::state::AppState;
+
+const ADMISSION_API_VERSION: &str = "admission.k8s.io/v1";
+
+pub async fn validate(State(state): State<AppState>, body: Bytes) -> Response {
+    handle(state, body, Endpoint::Validate).await
+}
+
+pub async fn mutate(State(state): State<AppState>, body: Bytes) -> Response {
+    handle(state, body, Endpoint::Mutate).await
+}
+
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    if state.ready.load(Ordering::Acquire) {
+        "ok".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "policies not loaded yet").into_response()
+    }
+}
+
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+        .into_response()
+}
+
+/// Parses the review; a body that is not an AdmissionReview v1 with a
+/// request is a client error (400), never a verdict.
+fn parse_review(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, String> {
+    let review: AdmissionReview<DynamicObject> =
+        serde_json::from_slice(body).map_err(|e| format!("malformed AdmissionReview: {e}"))?;
+    if review.types.api_version != ADMISSION_API_VERSION || review.types.kind != "AdmissionReview" {
+        return Err(format!(
+            "unsupported review type {}/{}: imagegate speaks {ADMISSION_API_VERSION} AdmissionReview",
+            review.types.api_version, review.types.kind
+        ));
+    }
+    review
+        .try_into()
+        .map_err(|_| "AdmissionReview has no request".to_string())
+}
+
+async fn handle(state: AppState, body: Bytes, endpoint: Endpoint) -> Response {
+    let started = Instant::now();
+    let request = match parse_review(&body) {
+        Ok(r) => r,
+        Err(message) => {
+            tracing::warn!(%message, "bad admission request");
+            return (StatusCode::BAD_REQUEST, message).into_response();
+        }
+    };
+    let (response, summary) =
+        review(&request, endpoint, state.verifier.as_ref(), &state.options).await;
+    let elapsed = started.elapsed();
+    state
+        .metrics
+        .admission_duration
+        .observe(elapsed.as_secs_f64());
+    state
+        .metrics
+        .admission_requests
+        .get_or_create(&AdmissionLabels {
+            kind: request.kind.kind.clone(),
+            operation: format!("{:?}", request.operation).to_uppercase(),
+            decision: summary.decision.to_string(),
+        })
+        .inc();
+    tracing::info!(
+        target: "imagegate::decision",
+        uid = %request.uid,
+        endpoint = ?endpoint,
+        namespace = request.namespace.as_deref().unwrap_or(""),
+        kind = %request.kind.kind,
+        name = %request.name,
+        images = ?summary.images,
+        decision = summary.decision,
+        reason = summary.reason.as_deref().unwrap_or(""),
+        dry_run = request.dry_run,
+        duration_ms = elapsed.as_secs_f64() * 1000.0,
+        "admission decision"
+    );
+    axum::Json(response.into_review()).into_response()
+}

@@ -1,0 +1,17 @@
+//! What every request handler shares.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use crate::admission::review::{ImageVerifier, ReviewOptions};
+use crate::metrics::Metrics;
+
+/// The server's shared state.
+#[derive(Clone)]
+pub struct AppState {
+    pub verifier: Arc<dyn ImageVerifier>,
+    pub options: Arc<ReviewOptions>,
+    pub metrics: Arc<Metrics>,
+    /// Set once policies are loaded; `/readyz` answers 503 until then.
+    pub ready: Arc<AtomicBool>,
+}
