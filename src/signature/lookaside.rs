@@ -27,8 +27,9 @@ use crate::signature::registries_d::go_url::GoUrl;
 use crate::signature::registries_d::{go_errno_text, go_quote, signature_url};
 use crate::strictjson::{self, JsonValue};
 
-/// `maxLookasideSignatures`: reading signature number 128 is an error, so at
-/// most 127 signatures can be read.
+/// `maxLookasideSignatures`: when `signature-1` … `signature-128` all exist
+/// the read fails instead of asking for `signature-129`, so at most 127
+/// signatures can be returned.
 pub const MAX_LOOKASIDE_SIGNATURES: usize = 128;
 
 /// `iolimits.MaxSignatureBodySize`: the largest signature blob accepted.

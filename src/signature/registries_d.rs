@@ -172,7 +172,8 @@ impl From<RawNamespace> for RegistryNamespace {
 impl RegistryConfiguration {
     /// Parses one registries.d YAML document. An empty document, `{}` and
     /// `~` are an empty configuration. Only the first document of a
-    /// multi-document stream is used, as `yaml.Unmarshal` does. The error
+    /// multi-document stream is used, as `yaml.Unmarshal` does (later ones
+    /// must still be well-formed, which yaml.v3 does not check). The error
     /// is the YAML parser's message; [`ConfigMerger::add_yaml`] wraps it as
     /// `parsing <source>: <message>`.
     pub fn from_yaml(yaml: &[u8]) -> Result<RegistryConfiguration, String> {
@@ -635,21 +636,23 @@ pub mod go_url {
             if !self.opaque.is_empty() {
                 buf.push_str(&self.opaque);
             } else {
-                if !self.scheme.is_empty() || !self.host.is_empty() || self.user.is_some() {
-                    if !(self.omit_host && self.host.is_empty() && self.user.is_none()) {
-                        if !self.host.is_empty() || !self.path.is_empty() || self.user.is_some() {
-                            buf.push_str("//");
-                        }
-                        if let Some(user) = &self.user {
-                            buf.push_str(&escape(&user.username, Mode::UserPassword));
-                            if let Some(password) = &user.password {
-                                buf.push(':');
-                                buf.push_str(&escape(password, Mode::UserPassword));
-                            }
-                            buf.push('@');
-                        }
-                        buf.push_str(&escape(&self.host, Mode::Host));
+                let has_authority =
+                    !self.scheme.is_empty() || !self.host.is_empty() || self.user.is_some();
+                // `scheme:/path` was parsed with an empty authority omitted.
+                let omitted = self.omit_host && self.host.is_empty() && self.user.is_none();
+                if has_authority && !omitted {
+                    if !self.host.is_empty() || !self.path.is_empty() || self.user.is_some() {
+                        buf.push_str("//");
                     }
+                    if let Some(user) = &self.user {
+                        buf.push_str(&escape(&user.username, Mode::UserPassword));
+                        if let Some(password) = &user.password {
+                            buf.push(':');
+                            buf.push_str(&escape(password, Mode::UserPassword));
+                        }
+                        buf.push('@');
+                    }
+                    buf.push_str(&escape(&self.host, Mode::Host));
                 }
                 let path = self.escaped_path();
                 if !path.is_empty() && !path.starts_with('/') && !self.host.is_empty() {
