@@ -181,17 +181,14 @@ pub async fn read_signatures(
     observer: Option<&dyn RequestObserver>,
 ) -> Result<Vec<LookasideSignature>, LookasideError> {
     let mut signatures = Vec::new();
-    for index in 0.. {
-        if index >= MAX_LOOKASIDE_SIGNATURES {
-            return Err(LookasideError::TooManySignatures);
-        }
+    for index in 0..MAX_LOOKASIDE_SIGNATURES {
         let url = signature_url(repo_base, digest, index);
         match fetch_bounded(&url, client, limits, observer).await? {
             Some(signature) => signatures.push(signature),
-            None => break,
+            None => return Ok(signatures),
         }
     }
-    Ok(signatures)
+    Err(LookasideError::TooManySignatures)
 }
 
 /// One signature, within the per-signature timeout and the overall deadline.
@@ -828,6 +825,16 @@ mod tests {
                 )
             );
         }
+    }
+
+    #[test]
+    fn the_read_can_be_spawned() {
+        fn assert_send<T: Send>(_: &T) {}
+        let base = GoUrl::from_file_path("/nonexistent");
+        let (client, limits, digest) = (client(), ReadLimits::default(), digest());
+        let observer = |_: &str, _: Option<u16>| {};
+        let read = read_signatures(&base, &digest, &client, &limits, Some(&observer));
+        assert_send(&read);
     }
 
     #[test]
