@@ -40,6 +40,8 @@ pub enum Command {
     /// Policy documents: lint.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Print the CustomResourceDefinitions (YAML).
+    Crd,
 }
 
 #[derive(Debug, Subcommand)]
@@ -148,6 +150,10 @@ pub struct LintArgs {
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
+        Command::Crd => {
+            print!("{}", crate::crd::crd_yaml());
+            Ok(EXIT_ACCEPTED)
+        }
         Command::Verify(_)
         | Command::Sign(_)
         | Command::StandaloneVerify(_)
