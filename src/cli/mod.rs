@@ -2,6 +2,7 @@
 //! thin face over the library; exit codes: 0 accepted, 1 rejected, 2 usage
 //! or configuration error.
 
+mod commands;
 pub mod output;
 
 use std::path::PathBuf;

@@ -1,9 +1,496 @@
 //! One image through policy, registry and signatures to a verdict: the
 //! code the CLI, the webhook and the tests share (DESIGN decision 12).
+//!
+//! Order matters (DESIGN decision 4): every document's scope is looked up
+//! first, and only if one of them needs signatures is the registry or a
+//! lookaside contacted. Each document is then evaluated on its own with
+//! c/image's semantics against every instance a node could pull; the image
+//! is allowed when every document accepts (decision 3).
 
+pub mod fetch;
 pub mod verdict;
 
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use moka::future::Cache;
+
+pub use fetch::CacheSettings;
+use fetch::{Fetcher, Instance};
 pub use verdict::{
-    DocumentVerdict, ImageVerdict, InstanceVerdict, MatchedScope, Mode, RequirementReport,
-    SignatureReport,
+    DocumentVerdict, ImageVerdict, InstanceVerdict, MatchedScope, Mode, RequirementReport, SignatureReport,
 };
+
+use crate::manifest::list::Platform;
+use crate::metrics::Metrics;
+use crate::policy::{self, ImageMaterial, KeyResolver, Policy, SignatureOutcome};
+use crate::reference::ImageReference;
+use crate::registry::{CredentialSource, RegistryClient, RegistryOptions};
+use crate::signature::lookaside::ReadLimits;
+use crate::signature::registries_d::RegistryConfiguration;
+use crate::signature::registries_d::go_url::GoUrl;
+
+/// A compiled policy document.
+#[derive(Debug, Clone)]
+pub struct PolicyDocument {
+    /// How verdicts name it: `policy.json`, `ClusterImagePolicy/prod`, `ImagePolicy/ns/name`.
+    pub name: String,
+    /// Changes whenever the document or anything it depends on (key
+    /// material) changes; part of the verdict cache key.
+    pub generation: u64,
+    pub mode: Mode,
+    /// `None` for a document whose every version failed to load: it denies
+    /// every image in its reach, naming itself (never a silent allow).
+    pub policy: Result<Policy, String>,
+}
+
+/// Engine configuration.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub registry: RegistryOptions,
+    pub lookaside: ReadLimits,
+    /// The lookaside used when registries.d configures none (c/image's
+    /// built-in default is a directory on the node).
+    pub builtin_lookaside: String,
+    /// The platforms whose manifest-list instances must be verified.
+    pub platforms: Vec<Platform>,
+    pub caches: CacheSettings,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            registry: RegistryOptions::default(),
+            lookaside: ReadLimits::default(),
+            builtin_lookaside: crate::signature::registries_d::BUILTIN_ROOT_LOOKASIDE.to_string(),
+            platforms: vec![Platform::current()],
+            caches: CacheSettings::default(),
+        }
+    }
+}
+
+/// What one verification may use besides the documents.
+pub struct VerifyContext<'a> {
+    pub registries_d: &'a RegistryConfiguration,
+    pub keys: &'a dyn KeyResolver,
+    pub credentials: &'a dyn CredentialSource,
+    /// All registry and lookaside work ends here (DESIGN decision 8).
+    pub deadline: Option<Instant>,
+}
+
+/// The verification engine. Cheap to share (`Arc`); its caches are shared
+/// by every verification.
+pub struct Engine {
+    fetcher: Fetcher,
+    platforms: Vec<Platform>,
+    accepted: Cache<String, Arc<InstanceVerdict>>,
+    rejected: Cache<String, Arc<InstanceVerdict>>,
+    metrics: Option<Arc<Metrics>>,
+}
+
+impl Engine {
+    pub fn new(config: EngineConfig, metrics: Option<Arc<Metrics>>) -> crate::Result<Engine> {
+        let registry = RegistryClient::new(config.registry.clone()).map_err(|e| crate::Error::Config(e.to_string()))?;
+        let mut lookaside = crate::signature::lookaside::client_builder();
+        for pem in &config.registry.extra_root_certificates {
+            let cert = reqwest::Certificate::from_pem(pem).map_err(|e| crate::Error::Config(format!("CA certificate: {e}")))?;
+            lookaside = lookaside.add_root_certificate(cert);
+        }
+        if !config.registry.tls_verify {
+            lookaside = lookaside.tls_danger_accept_invalid_certs(true);
+        }
+        let lookaside = lookaside
+            .build()
+            .map_err(|e| crate::Error::Config(format!("lookaside client: {e}")))?;
+        let builtin = GoUrl::parse(&config.builtin_lookaside)
+            .map_err(|e| crate::Error::Config(format!("built-in lookaside {}: {e}", config.builtin_lookaside)))?;
+        let fetcher = Fetcher::new(registry, lookaside, config.lookaside.clone(), builtin, &config.caches, metrics.clone());
+        Ok(Engine {
+            fetcher,
+            platforms: config.platforms,
+            accepted: Cache::builder()
+                .max_capacity(config.caches.max_entries)
+                .time_to_live(config.caches.verdict_ttl)
+                .build(),
+            rejected: Cache::builder()
+                .max_capacity(config.caches.max_entries)
+                .time_to_live(config.caches.negative_ttl)
+                .build(),
+            metrics,
+        })
+    }
+
+    pub fn platforms(&self) -> &[Platform] {
+        &self.platforms
+    }
+
+    /// Decides one image (as written in a pod) against `documents`.
+    pub async fn verify_image(
+        &self,
+        image: &str,
+        documents: &[Arc<PolicyDocument>],
+        ctx: &VerifyContext<'_>,
+    ) -> ImageVerdict {
+        let verdict = self.verify_image_inner(image, documents, ctx).await;
+        if let Some(m) = &self.metrics {
+            let (result, reason) = if verdict.allowed() {
+                ("allowed", "accepted".to_string())
+            } else {
+                ("rejected", reason_class(&verdict))
+            };
+            m.image_verifications
+                .get_or_create(&crate::metrics::VerificationLabels {
+                    result: result.into(),
+                    reason,
+                })
+                .inc();
+        }
+        verdict
+    }
+
+    async fn verify_image_inner(
+        &self,
+        image: &str,
+        documents: &[Arc<PolicyDocument>],
+        ctx: &VerifyContext<'_>,
+    ) -> ImageVerdict {
+        let reference = match ImageReference::from_pod_image(image) {
+            Ok(r) => r,
+            Err(e) => {
+                // Nothing can pull it; every document rejects it.
+                let reason = format!("invalid image reference {image:?}: {e}");
+                return ImageVerdict {
+                    image: image.to_string(),
+                    reference: None,
+                    digest: None,
+                    documents: documents
+                        .iter()
+                        .map(|d| rejected_document(d, None, reason.clone()))
+                        .collect(),
+                };
+            }
+        };
+
+        // 1. Scope lookup in every document; no network yet.
+        let mut lookups = Vec::with_capacity(documents.len());
+        let mut needs_material = false;
+        for doc in documents {
+            let lookup = match &doc.policy {
+                Err(e) => Lookup::Broken(e.clone()),
+                Ok(policy) => match policy.requirements_for(&reference) {
+                    None => Lookup::NoOpinion,
+                    Some(m) => {
+                        needs_material |= policy::needs_image_material(m.requirements);
+                        Lookup::Scope(matched_scope(&m.scope), m.requirements.to_vec())
+                    }
+                },
+            };
+            lookups.push(lookup);
+        }
+
+        // 2. Only if some document needs signatures: resolve and fetch.
+        let mut digest = None;
+        let mut fetched: Result<Vec<FetchedInstance>, String> = Ok(Vec::new());
+        if needs_material {
+            let progress = Progress::new(reference.docker_reference().domain());
+            let work = self.fetch_all(&reference, ctx, &progress);
+            let outcome = match ctx.deadline {
+                Some(d) => tokio::time::timeout_at(tokio::time::Instant::from_std(d), work)
+                    .await
+                    .unwrap_or_else(|_| Err(progress.deadline_message(d))),
+                None => work.await,
+            };
+            fetched = outcome.map(|(d, instances)| {
+                digest = Some(d);
+                instances
+            });
+        }
+
+        // 3. Evaluate each document against each instance.
+        let mut verdicts = Vec::with_capacity(documents.len());
+        for (doc, lookup) in documents.iter().zip(lookups) {
+            let verdict = match lookup {
+                Lookup::Broken(e) => rejected_document(
+                    doc,
+                    None,
+                    format!("policy document {} failed to load and has no valid version: {e}", doc.name),
+                ),
+                Lookup::NoOpinion => DocumentVerdict {
+                    document: doc.name.clone(),
+                    mode: doc.mode,
+                    scope: None,
+                    allowed: true,
+                    reason: None,
+                    instances: vec![],
+                },
+                Lookup::Scope(scope, requirements) => {
+                    self.evaluate_document(doc, scope, &requirements, &reference, &fetched, ctx)
+                        .await
+                }
+            };
+            verdicts.push(verdict);
+        }
+        ImageVerdict {
+            image: image.to_string(),
+            reference: Some(reference.to_string()),
+            digest: digest.map(|d| d.to_string()),
+            documents: verdicts,
+        }
+    }
+
+    /// Resolves the image and reads every instance's signatures.
+    async fn fetch_all(
+        &self,
+        reference: &ImageReference,
+        ctx: &VerifyContext<'_>,
+        progress: &Progress,
+    ) -> Result<(crate::reference::Digest, Vec<FetchedInstance>), String> {
+        progress.set(format!("registry {} (manifest of {reference})", reference.docker_reference().domain()));
+        let resolved = self
+            .fetcher
+            .resolve(reference, &self.platforms, ctx.credentials)
+            .await?;
+        let mut instances = Vec::with_capacity(resolved.instances.len());
+        for instance in resolved.instances {
+            progress.set(format!("signatures of {}", instance.digest));
+            let signatures = self
+                .fetcher
+                .signatures(reference, &instance.digest, ctx.registries_d, ctx.credentials)
+                .await;
+            instances.push(FetchedInstance { instance, signatures });
+        }
+        Ok((resolved.digest, instances))
+    }
+
+    async fn evaluate_document(
+        &self,
+        doc: &PolicyDocument,
+        scope: MatchedScope,
+        requirements: &[policy::Requirement],
+        reference: &ImageReference,
+        fetched: &Result<Vec<FetchedInstance>, String>,
+        ctx: &VerifyContext<'_>,
+    ) -> DocumentVerdict {
+        let mut instances = Vec::new();
+        if !policy::needs_image_material(requirements) {
+            // reject / insecureAcceptAnything: decided without the image.
+            let material = ImageMaterial::unfetched(reference.clone());
+            instances.push(instance_verdict(None, &[], None, policy::is_running_image_allowed(requirements, &material, ctx.keys)));
+        } else {
+            match fetched {
+                Err(e) => {
+                    return rejected_document(doc, Some(scope), e.clone());
+                }
+                Ok(list) => {
+                    for f in list {
+                        instances.push(self.evaluate_instance(doc, requirements, reference, f, ctx).await);
+                    }
+                }
+            }
+        }
+        let multi = instances.len() > 1;
+        let failed = instances.iter().find(|i| !i.allowed);
+        let reason = failed.map(|i| match (&i.platform, multi) {
+            (Some(p), true) => format!("instance {} ({p}): {}", i.digest.as_deref().unwrap_or("?"), i.reason.clone().unwrap_or_default()),
+            _ => i.reason.clone().unwrap_or_default(),
+        });
+        DocumentVerdict {
+            document: doc.name.clone(),
+            mode: doc.mode,
+            scope: Some(scope),
+            allowed: failed.is_none(),
+            reason,
+            instances,
+        }
+    }
+
+    async fn evaluate_instance(
+        &self,
+        doc: &PolicyDocument,
+        requirements: &[policy::Requirement],
+        reference: &ImageReference,
+        fetched: &FetchedInstance,
+        ctx: &VerifyContext<'_>,
+    ) -> InstanceVerdict {
+        let key = format!("{}#{}|{}|{}", doc.name, doc.generation, fetched.instance.digest, reference);
+        for cache in [&self.accepted, &self.rejected] {
+            if let Some(v) = cache.get(&key).await {
+                if let Some(m) = &self.metrics {
+                    m.count_cache("verdict", true);
+                }
+                return (*v).clone();
+            }
+        }
+        if let Some(m) = &self.metrics {
+            m.count_cache("verdict", false);
+        }
+        let (sources, signatures): (Vec<String>, Result<Vec<_>, String>) = match &fetched.signatures {
+            Ok(list) => (
+                list.iter().map(|(s, _)| s.clone()).collect(),
+                Ok(list.iter().map(|(_, b)| b.clone()).collect()),
+            ),
+            Err(e) => (vec![], Err(e.clone())),
+        };
+        let material = ImageMaterial::new(reference.clone(), Ok(fetched.instance.manifest.bytes.to_vec()), signatures);
+        let verdict = policy::is_running_image_allowed(requirements, &material, ctx.keys);
+        let platform = (!fetched.instance.platforms.is_empty()).then(|| fetched.instance.platforms.join(", "));
+        let v = instance_verdict(Some(fetched.instance.digest.to_string()), &sources, platform, verdict);
+        // Signature read failures are transient: never cache them.
+        if fetched.signatures.is_ok() {
+            let cache = if v.allowed { &self.accepted } else { &self.rejected };
+            cache.insert(key, Arc::new(v.clone())).await;
+        }
+        v
+    }
+}
+
+/// Whatever is known about one instance once fetched.
+struct FetchedInstance {
+    instance: Instance,
+    signatures: Result<Arc<Vec<(String, crate::signature::blob::StoredSignature)>>, String>,
+}
+
+enum Lookup {
+    Broken(String),
+    NoOpinion,
+    Scope(MatchedScope, Vec<policy::Requirement>),
+}
+
+fn matched_scope(s: &policy::MatchedScope) -> MatchedScope {
+    match s {
+        policy::MatchedScope::Scope(k) => MatchedScope::Scope(k.clone()),
+        policy::MatchedScope::TransportDefault => MatchedScope::TransportDefault,
+        policy::MatchedScope::Default => MatchedScope::Default,
+    }
+}
+
+fn rejected_document(doc: &PolicyDocument, scope: Option<MatchedScope>, reason: String) -> DocumentVerdict {
+    DocumentVerdict {
+        document: doc.name.clone(),
+        mode: doc.mode,
+        scope,
+        allowed: false,
+        reason: Some(reason),
+        instances: vec![],
+    }
+}
+
+/// Converts the policy module's report into the engine's.
+fn instance_verdict(
+    digest: Option<String>,
+    sources: &[String],
+    platform: Option<String>,
+    verdict: policy::Verdict,
+) -> InstanceVerdict {
+    let requirements = verdict
+        .requirements
+        .iter()
+        .map(|r| RequirementReport {
+            requirement: describe_requirement(&r.requirement),
+            passed: matches!(r.outcome, policy::RequirementOutcome::Allowed),
+            reason: match &r.outcome {
+                policy::RequirementOutcome::Denied(why) => Some(why.clone()),
+                policy::RequirementOutcome::NotEvaluated => Some("not evaluated: an earlier requirement failed".into()),
+                policy::RequirementOutcome::Allowed => None,
+            },
+            signatures: r
+                .signatures
+                .iter()
+                .map(|s| {
+                    let source = sources
+                        .get(s.number.saturating_sub(1))
+                        .cloned()
+                        .unwrap_or_else(|| format!("signature-{}", s.number));
+                    let (accepted, detail) = match &s.outcome {
+                        SignatureOutcome::Accepted(a) => (
+                            true,
+                            format!(
+                                "signed by {} for {}",
+                                a.signer.primary_fingerprint, a.docker_reference
+                            ),
+                        ),
+                        SignatureOutcome::Rejected(rej) => (false, rej.reason.clone()),
+                        SignatureOutcome::Ignored(why) => (false, format!("ignored: {why}")),
+                        SignatureOutcome::NotChecked => (false, "not checked".into()),
+                    };
+                    SignatureReport { source, accepted, detail }
+                })
+                .collect(),
+        })
+        .collect();
+    InstanceVerdict {
+        digest,
+        platform,
+        allowed: verdict.allowed,
+        reason: verdict.reason,
+        requirements,
+    }
+}
+
+fn describe_requirement(r: &policy::Requirement) -> String {
+    match r {
+        policy::Requirement::SignedBy(s) => format!(
+            "signedBy ({}, {}, signedIdentity {})",
+            s.key_type.as_str(),
+            s.keys.describe(),
+            s.signed_identity.type_name()
+        ),
+        other => other.type_name().to_string(),
+    }
+}
+
+/// A coarse, bounded label for the metrics of a rejection.
+fn reason_class(v: &ImageVerdict) -> String {
+    let reason = v
+        .documents
+        .iter()
+        .find(|d| !d.allowed)
+        .and_then(|d| d.reason.as_deref())
+        .unwrap_or("");
+    let class = if reason.contains("is rejected by policy") {
+        "reject"
+    } else if reason.contains("no signature exists") {
+        "unsigned"
+    } else if reason.contains("deadline") {
+        "deadline"
+    } else if reason.contains("invalid image reference") {
+        "reference"
+    } else if reason.contains("failed to load") {
+        "policy"
+    } else if reason.contains("reading") || reason.contains("manifest") || reason.contains("signature storage") {
+        "fetch"
+    } else {
+        "signature"
+    };
+    class.to_string()
+}
+
+/// What a verification is waiting for, so that a deadline denial can say it.
+struct Progress {
+    what: Mutex<String>,
+    started: Instant,
+}
+
+impl Progress {
+    fn new(host: &str) -> Progress {
+        Progress {
+            what: Mutex::new(format!("registry {host}")),
+            started: Instant::now(),
+        }
+    }
+
+    fn set(&self, what: String) {
+        if let Ok(mut w) = self.what.lock() {
+            *w = what;
+        }
+    }
+
+    fn deadline_message(&self, deadline: Instant) -> String {
+        let budget = deadline.saturating_duration_since(self.started);
+        let what = self.what.lock().map(|w| w.clone()).unwrap_or_default();
+        format!(
+            "verification deadline exceeded after {}: no answer in time from {what}",
+            humantime::format_duration(Duration::from_millis(budget.as_millis() as u64))
+        )
+    }
+}
