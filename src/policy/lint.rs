@@ -61,13 +61,13 @@ pub fn lint(policy: &Policy) -> Vec<LintWarning> {
         }
         for scope in &transport.scopes {
             let spath = scope_path(&transport.name, &scope.key);
-            if transport.name == DOCKER_TRANSPORT {
-                if let Some(why) = docker_scope_never_matches(&scope.key) {
-                    out.push(LintWarning {
-                        path: spath.clone(),
-                        message: format!("scope {:?} can never match: {why}", scope.key),
-                    });
-                }
+            if transport.name == DOCKER_TRANSPORT
+                && let Some(why) = docker_scope_never_matches(&scope.key)
+            {
+                out.push(LintWarning {
+                    path: spath.clone(),
+                    message: format!("scope {:?} can never match: {why}", scope.key),
+                });
             }
             lint_requirements(&scope.requirements, &spath, &mut out);
         }
