@@ -5,7 +5,7 @@
 //! c/image decodes with `ParanoidUnmarshalJSONObject`, which walks an object
 //! in document order and, for each member, refuses a duplicate key, then an
 //! unknown key, then decodes the value, so the *first* problem in document
-//! order is the one reported. [`paranoid_object`] reproduces that walk over
+//! order is the one reported. `paranoid_object` reproduces that walk over
 //! a [`JsonValue`] tree (which keeps duplicates); the value decoders mimic Go's
 //! `encoding/json` (`null` into a string is `""`, `[]byte` is standard base64,
 //! and so on) so that errors read as c/image's do. Every error carries the

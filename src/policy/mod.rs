@@ -10,7 +10,7 @@
 //!   per-signature reports;
 //! - [`signed_by`]: `signedBy` evaluation, verify-and-extract;
 //! - [`keys`]: key sources and how their bytes are read;
-//! - [`lint`]: warnings for scopes and requirements that cannot work.
+//! - [`lint`](mod@lint): warnings for scopes and requirements that cannot work.
 
 pub mod config;
 pub mod eval;
