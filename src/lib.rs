@@ -19,6 +19,7 @@ pub mod engine;
 pub mod manifest;
 pub mod metrics;
 pub mod policy;
+pub mod policyset;
 pub mod reference;
 pub mod registry;
 pub mod server;
