@@ -425,7 +425,8 @@ impl ManifestList {
     /// `OCI1IndexPublic.chooseInstance` with `preferGzip` unset.
     fn best_oci_candidate(&self, wanted: &[Platform], sentinel_rule: bool) -> Option<&ListEntry> {
         // (platform rank, not zstd, no sentinel, position): lowest is best.
-        let mut best: Option<((usize, bool, bool, usize), &ListEntry)> = None;
+        type Key = (usize, bool, bool, usize);
+        let mut best: Option<(Key, &ListEntry)> = None;
         for (position, entry) in self.entries.iter().enumerate() {
             let rank = match &entry.platform {
                 None => usize::MAX,
@@ -473,13 +474,13 @@ pub fn instances_for_platforms(
     let mut first_error: Option<ManifestError> = None;
     for platform in platforms.iter().filter(|p| !p.is_unknown()) {
         let mut node_views = vec![platform.clone()];
-        if platform.variant.is_none() {
-            if let Some(all) = compatible_variants(&platform.architecture) {
-                node_views.extend(
-                    all.iter()
-                        .map(|v| Platform::new(&platform.os, &platform.architecture, Some(v))),
-                );
-            }
+        if platform.variant.is_none()
+            && let Some(all) = compatible_variants(&platform.architecture)
+        {
+            node_views.extend(
+                all.iter()
+                    .map(|v| Platform::new(&platform.os, &platform.architecture, Some(v))),
+            );
         }
         for view in &node_views {
             let wanted = wanted_platforms(view);
