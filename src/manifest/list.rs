@@ -347,6 +347,8 @@ impl ManifestList {
     /// `manifest.ListFromBlob`: parses `bytes` as the list format that
     /// `media_type` (the HTTP `Content-Type`, normalized as c/image does)
     /// names. Single-image types are refused with c/image's message.
+    /// Decoding errors read `unmarshaling OCI1Index: <json error>`; c/image
+    /// also quotes the whole document there, which is left out.
     pub fn parse(bytes: &[u8], media_type: &str) -> Result<ManifestList, ManifestError> {
         let kind = match normalized_mime_type(media_type) {
             DOCKER_V2_LIST_MEDIA_TYPE => ListKind::DockerSchema2List,
