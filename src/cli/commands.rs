@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::output::{OutputFormat, render_json, render_text};
-use super::{EXIT_ACCEPTED, EXIT_REJECTED, EXIT_USAGE, LintArgs, RegistryFlags, SignArgs, StandaloneSignArgs, StandaloneVerifyArgs, VerifyArgs};
+use super::{EXIT_ACCEPTED, EXIT_REJECTED, LintArgs, RegistryFlags, SignArgs, StandaloneSignArgs, StandaloneVerifyArgs, VerifyArgs};
 use crate::Error;
 use crate::engine::{Engine, EngineConfig, Mode, PolicyDocument, VerifyContext};
 use crate::manifest::list::Platform;

@@ -155,11 +155,11 @@ pub async fn run(cli: Cli) -> ExitCode {
             print!("{}", crate::crd::crd_yaml());
             Ok(EXIT_ACCEPTED)
         }
-        Command::Verify(_)
-        | Command::Sign(_)
-        | Command::StandaloneVerify(_)
-        | Command::StandaloneSign(_)
-        | Command::Policy(_) => Ok::<u8, crate::Error>(EXIT_USAGE),
+        Command::Verify(a) => commands::verify(a).await,
+        Command::StandaloneVerify(a) => commands::standalone_verify(a),
+        Command::StandaloneSign(a) => commands::standalone_sign(a),
+        Command::Sign(a) => commands::sign(a).await,
+        Command::Policy(PolicyCommand::Lint(a)) => commands::lint(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -386,7 +386,7 @@ fn instance_verdict(
         .requirements
         .iter()
         .map(|r| RequirementReport {
-            requirement: describe_requirement(&r.requirement),
+            requirement: r.requirement.to_string(),
             passed: matches!(r.outcome, policy::RequirementOutcome::Allowed),
             reason: match &r.outcome {
                 policy::RequirementOutcome::Denied(why) => Some(why.clone()),
@@ -424,18 +424,6 @@ fn instance_verdict(
         allowed: verdict.allowed,
         reason: verdict.reason,
         requirements,
-    }
-}
-
-fn describe_requirement(r: &policy::Requirement) -> String {
-    match r {
-        policy::Requirement::SignedBy(s) => format!(
-            "signedBy ({}, {}, signedIdentity {})",
-            s.key_type.as_str(),
-            s.keys.describe(),
-            s.signed_identity.type_name()
-        ),
-        other => other.type_name().to_string(),
     }
 }
 
