@@ -70,7 +70,10 @@ impl PolicySet {
     /// Builds the set from the current versions of every document, using
     /// `last_good` for documents whose current version is invalid.
     /// `last_good` is updated with every valid current version.
-    pub fn build(current: &[LoadedDocument], last_good: &mut HashMap<DocumentId, LoadedDocument>) -> PolicySet {
+    pub fn build(
+        current: &[LoadedDocument],
+        last_good: &mut HashMap<DocumentId, LoadedDocument>,
+    ) -> PolicySet {
         let mut set = PolicySet::default();
         let mut lookasides = Vec::new();
         let mut ids: Vec<&LoadedDocument> = current.iter().collect();
@@ -109,7 +112,8 @@ impl PolicySet {
         for (id, value) in &lookasides {
             let yaml = serde_json::to_vec(value).unwrap_or_default();
             if let Err(e) = merger.add_yaml(id, &yaml) {
-                set.errors.push((id.clone(), format!("spec.lookaside: {e}")));
+                set.errors
+                    .push((id.clone(), format!("spec.lookaside: {e}")));
             }
         }
         set.registries_d = Arc::new(merger.finish());
@@ -125,11 +129,21 @@ fn fingerprint(parts: &[&str]) -> u64 {
 
 /// Compiles a ClusterImagePolicy.
 pub fn load_cluster_policy(name: &str, spec: &ClusterImagePolicySpec) -> LoadedDocument {
-    compile(format!("ClusterImagePolicy/{name}"), None, spec.mode, &spec.policy, spec.lookaside.clone())
+    compile(
+        format!("ClusterImagePolicy/{name}"),
+        None,
+        spec.mode,
+        &spec.policy,
+        spec.lookaside.clone(),
+    )
 }
 
 /// Compiles an ImagePolicy.
-pub fn load_namespaced_policy(namespace: &str, name: &str, spec: &ImagePolicySpec) -> LoadedDocument {
+pub fn load_namespaced_policy(
+    namespace: &str,
+    name: &str,
+    spec: &ImagePolicySpec,
+) -> LoadedDocument {
     compile(
         format!("ImagePolicy/{namespace}/{name}"),
         Some(namespace.to_string()),
@@ -147,7 +161,10 @@ fn compile(
     lookaside: Option<serde_json::Value>,
 ) -> LoadedDocument {
     let policy_json = serde_json::to_string(policy).unwrap_or_default();
-    let lookaside_json = lookaside.as_ref().map(|l| l.to_string()).unwrap_or_default();
+    let lookaside_json = lookaside
+        .as_ref()
+        .map(|l| l.to_string())
+        .unwrap_or_default();
     let compiled = Policy::parse(policy_json.as_bytes(), ParseOptions::KUBERNETES)
         .map_err(|e| format!("spec.policy: {}", e.with_path()))
         .and_then(|p| match &lookaside {
@@ -186,32 +203,48 @@ struct HeaderMeta {
     namespace: Option<String>,
 }
 
+/// A file of a policy directory and the documents it held (or why it could not be read).
+pub type FileLoad = (PathBuf, Result<Vec<LoadedDocument>, String>);
+
+/// A file of a policy directory and the documents it held (or why it could not be read).
+pub type FileLoad = (PathBuf, Result<Vec<LoadedDocument>, String>);
+
 /// Reads every `*.yaml`/`*.yml`/`*.json` file in `dir` (sorted by name),
 /// each holding one or more ClusterImagePolicy / ImagePolicy objects.
 /// A file that cannot be read or parsed at all yields a document named
 /// after the file: it denies everything until fixed, unless a previous
 /// load had its documents (see [`DirectoryLoader`]).
-pub fn load_directory(dir: &Path) -> Result<Vec<(PathBuf, Result<Vec<LoadedDocument>, String>)>, String> {
+pub fn load_directory(dir: &Path) -> Result<Vec<FileLoad>, String> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| format!("reading policy directory {}: {e}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             p.is_file()
-                && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json"))
-                && !p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'))
+                && matches!(
+                    p.extension().and_then(|e| e.to_str()),
+                    Some("yaml" | "yml" | "json")
+                )
+                && !p
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with('.'))
         })
         .collect();
     files.sort();
-    Ok(files.into_iter().map(|f| {
-        let docs = load_file(&f);
-        (f, docs)
-    }).collect())
+    Ok(files
+        .into_iter()
+        .map(|f| {
+            let docs = load_file(&f);
+            (f, docs)
+        })
+        .collect())
 }
 
 fn load_file(path: &Path) -> Result<Vec<LoadedDocument>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
-    let values: Vec<serde_json::Value> =
-        serde_saphyr::from_multiple(&text).map_err(|e| format!("parsing {}: {e}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let values: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text)
+        .map_err(|e| format!("parsing {}: {e}", path.display()))?;
     let mut docs = Vec::new();
     for value in values.into_iter().filter(|v| !v.is_null()) {
         docs.push(load_object(path, value)?);
@@ -220,7 +253,8 @@ fn load_file(path: &Path) -> Result<Vec<LoadedDocument>, String> {
 }
 
 fn load_object(path: &Path, value: serde_json::Value) -> Result<LoadedDocument, String> {
-    let header: Header = serde_json::from_value(value.clone()).map_err(|e| format!("{}: {e}", path.display()))?;
+    let header: Header =
+        serde_json::from_value(value.clone()).map_err(|e| format!("{}: {e}", path.display()))?;
     if header.api_version != "imagegate.dev/v1alpha1" {
         return Err(format!(
             "{}: apiVersion {:?} is not imagegate.dev/v1alpha1",
@@ -229,22 +263,40 @@ fn load_object(path: &Path, value: serde_json::Value) -> Result<LoadedDocument, 
         ));
     }
     if header.metadata.name.is_empty() {
-        return Err(format!("{}: {} without metadata.name", path.display(), header.kind));
+        return Err(format!(
+            "{}: {} without metadata.name",
+            path.display(),
+            header.kind
+        ));
     }
     let name = header.metadata.name;
     match header.kind.as_str() {
         "ClusterImagePolicy" => Ok(match serde_json::from_value::<ClusterImagePolicy>(value) {
             Ok(obj) => load_cluster_policy(&name, &obj.spec),
-            Err(e) => invalid(format!("ClusterImagePolicy/{name}"), None, format!("spec: {e}")),
+            Err(e) => invalid(
+                format!("ClusterImagePolicy/{name}"),
+                None,
+                format!("spec: {e}"),
+            ),
         }),
         "ImagePolicy" => {
-            let ns = header.metadata.namespace.unwrap_or_else(|| "default".to_string());
+            let ns = header
+                .metadata
+                .namespace
+                .unwrap_or_else(|| "default".to_string());
             Ok(match serde_json::from_value::<ImagePolicy>(value) {
                 Ok(obj) => load_namespaced_policy(&ns, &name, &obj.spec),
-                Err(e) => invalid(format!("ImagePolicy/{ns}/{name}"), Some(ns), format!("spec: {e}")),
+                Err(e) => invalid(
+                    format!("ImagePolicy/{ns}/{name}"),
+                    Some(ns),
+                    format!("spec: {e}"),
+                ),
             })
         }
-        other => Err(format!("{}: kind {other:?} is neither ClusterImagePolicy nor ImagePolicy", path.display())),
+        other => Err(format!(
+            "{}: kind {other:?} is neither ClusterImagePolicy nor ImagePolicy",
+            path.display()
+        )),
     }
 }
 
@@ -284,12 +336,17 @@ impl DirectoryLoader {
                     file_errors.push((format!("file {}", path.display()), e.clone()));
                     match self.last_good_files.get(path) {
                         Some(previous) => current.extend(previous.iter().cloned()),
-                        None => current.push(invalid(format!("file {}", path.display()), None, e.clone())),
+                        None => current.push(invalid(
+                            format!("file {}", path.display()),
+                            None,
+                            e.clone(),
+                        )),
                     }
                 }
             }
         }
-        self.last_good_files.retain(|p, _| files.iter().any(|(f, _)| f == p));
+        self.last_good_files
+            .retain(|p, _| files.iter().any(|(f, _)| f == p));
         let mut set = PolicySet::build(&current, &mut self.last_good_documents);
         for e in file_errors {
             if !set.errors.contains(&e) {
@@ -298,4 +355,86 @@ impl DirectoryLoader {
         }
         Ok(set)
     }
+}
+
+/// A hash of every policy file's name and contents: the change detector
+/// for [`watch_directory`] (contents, because a mounted ConfigMap changes
+/// by swapping a symlink).
+fn directory_fingerprint(dir: &Path) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    if let Ok(files) = load_file_list(dir) {
+        for f in files {
+            f.hash(&mut h);
+            std::fs::read(&f).unwrap_or_default().hash(&mut h);
+        }
+    }
+    h.finish()
+}
+
+fn load_file_list(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Loads `dir` now, then polls it every `interval` and publishes a new set
+/// (atomically, through the channel) whenever a file changes. Load
+/// problems are logged and counted in `imagegate_policy_load_errors`.
+pub fn watch_directory(
+    dir: PathBuf,
+    interval: std::time::Duration,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
+) -> Result<tokio::sync::watch::Receiver<Arc<PolicySet>>, String> {
+    let mut loader = DirectoryLoader::default();
+    let report = move |set: &PolicySet, metrics: &Option<Arc<crate::metrics::Metrics>>| {
+        for (id, e) in &set.errors {
+            tracing::error!(document = %id, error = %e, "policy document not loaded; its last valid version (if any) is served");
+        }
+        if let Some(m) = metrics {
+            m.policy_load_errors.clear();
+            for (id, _) in &set.errors {
+                m.policy_load_errors
+                    .get_or_create(&crate::metrics::DocumentLabels {
+                        document: id.clone(),
+                    })
+                    .set(1);
+            }
+        }
+        tracing::info!(
+            documents = set.document_count(),
+            errors = set.errors.len(),
+            "policy set loaded"
+        );
+    };
+    let first = loader.load(&dir)?;
+    report(&first, &metrics);
+    let (tx, rx) = tokio::sync::watch::channel(Arc::new(first));
+    let mut seen = directory_fingerprint(&dir);
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            if tx.is_closed() {
+                return;
+            }
+            let now = directory_fingerprint(&dir);
+            if now == seen {
+                continue;
+            }
+            seen = now;
+            match loader.load(&dir) {
+                Ok(set) => {
+                    report(&set, &metrics);
+                    let _ = tx.send(Arc::new(set));
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "policy directory unreadable; previous policy set kept")
+                }
+            }
+        }
+    });
+    Ok(rx)
 }

@@ -6,3 +6,4 @@ pub mod decision;
 pub mod images;
 pub mod pinning;
 pub mod review;
+pub mod verifier;

@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::output::{OutputFormat, render_json, render_text};
-use super::{EXIT_ACCEPTED, EXIT_REJECTED, LintArgs, RegistryFlags, SignArgs, StandaloneSignArgs, StandaloneVerifyArgs, VerifyArgs};
+use super::{
+    EXIT_ACCEPTED, EXIT_REJECTED, LintArgs, RegistryFlags, SignArgs, StandaloneSignArgs,
+    StandaloneVerifyArgs, VerifyArgs,
+};
 use crate::Error;
 use crate::engine::{Engine, EngineConfig, Mode, PolicyDocument, VerifyContext};
 use crate::manifest::list::Platform;
@@ -51,7 +54,9 @@ fn default_registries_d() -> PathBuf {
 /// c/image's built-in lookaside: a directory on this machine (root's, or the user's).
 fn builtin_lookaside() -> String {
     let root = std::env::var("USER").map(|u| u == "root").unwrap_or(false)
-        || std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0).unwrap_or(false);
+        || std::fs::metadata("/proc/self")
+            .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+            .unwrap_or(false);
     match home() {
         Some(h) if !root => format!("file://{}/.local/share/containers/sigstore", h.display()),
         _ => crate::signature::registries_d::BUILTIN_ROOT_LOOKASIDE.to_string(),
@@ -71,7 +76,9 @@ fn registry_options(flags: &RegistryFlags) -> Result<RegistryOptions, Error> {
 
 fn credentials(flags: &RegistryFlags) -> Result<Arc<dyn CredentialSource>, Error> {
     match &flags.authfile {
-        Some(path) => Ok(Arc::new(AuthFile::load(path).map_err(|e| Error::Config(e.to_string()))?)),
+        Some(path) => Ok(Arc::new(
+            AuthFile::load(path).map_err(|e| Error::Config(e.to_string()))?,
+        )),
         None => Ok(Arc::new(Anonymous)),
     }
 }
@@ -90,10 +97,16 @@ pub async fn verify(a: VerifyArgs) -> Result<u8, Error> {
         Some(p) => p.clone(),
         None => default_policy_path()?,
     };
-    let policy = Policy::parse(&read(&policy_path)?, ParseOptions::POLICY_FILE)
-        .map_err(|e| Error::Config(format!("invalid policy in {:?}: {}", policy_path.display().to_string(), e.with_path())))?;
+    let policy = Policy::parse(&read(&policy_path)?, ParseOptions::POLICY_FILE).map_err(|e| {
+        Error::Config(format!(
+            "invalid policy in {:?}: {}",
+            policy_path.display().to_string(),
+            e.with_path()
+        ))
+    })?;
     let registries_d_dir = a.registries_d.clone().unwrap_or_else(default_registries_d);
-    let registries_d = RegistryConfiguration::load_dir(&registries_d_dir).map_err(|e| Error::Config(e.to_string()))?;
+    let registries_d = RegistryConfiguration::load_dir(&registries_d_dir)
+        .map_err(|e| Error::Config(e.to_string()))?;
     let config = EngineConfig {
         registry: registry_options(&a.registry)?,
         platforms: parse_platforms(&a.platform)?,
@@ -117,13 +130,21 @@ pub async fn verify(a: VerifyArgs) -> Result<u8, Error> {
     };
     let mut verdicts = Vec::with_capacity(a.images.len());
     for image in &a.images {
-        verdicts.push(engine.verify_image(image, std::slice::from_ref(&document), &ctx).await);
+        verdicts.push(
+            engine
+                .verify_image(image, std::slice::from_ref(&document), &ctx)
+                .await,
+        );
     }
     match a.output {
         OutputFormat::Text => print!("{}", render_text(&verdicts)),
         OutputFormat::Json => println!("{}", render_json(&verdicts)),
     }
-    Ok(if verdicts.iter().all(|v| v.allowed()) { EXIT_ACCEPTED } else { EXIT_REJECTED })
+    Ok(if verdicts.iter().all(|v| v.allowed()) {
+        EXIT_ACCEPTED
+    } else {
+        EXIT_REJECTED
+    })
 }
 
 /// `VerifyDockerManifestSignature` (semantics §7.6): no policy; the key
@@ -131,14 +152,27 @@ pub async fn verify(a: VerifyArgs) -> Result<u8, Error> {
 /// equal the expected one after normalisation.
 pub fn standalone_verify(a: StandaloneVerifyArgs) -> Result<u8, Error> {
     let manifest = read(&a.manifest)?;
-    let expected = Named::parse_normalized(&a.docker_reference)
-        .map_err(|e| Error::Config(format!("invalid docker reference {:?}: {e}", a.docker_reference)))?;
+    let expected = Named::parse_normalized(&a.docker_reference).map_err(|e| {
+        Error::Config(format!(
+            "invalid docker reference {:?}: {e}",
+            a.docker_reference
+        ))
+    })?;
     let keyring = Keyring::from_blobs(&[read(&a.public_key_file)?]);
     if keyring.is_empty() {
-        return Err(Error::Config(format!("No public keys imported from {}", a.public_key_file.display())));
+        return Err(Error::Config(format!(
+            "No public keys imported from {}",
+            a.public_key_file.display()
+        )));
     }
     let signature = read(&a.signature)?;
-    match standalone_check(&keyring, &manifest, &expected, &a.docker_reference, &signature) {
+    match standalone_check(
+        &keyring,
+        &manifest,
+        &expected,
+        &a.docker_reference,
+        &signature,
+    ) {
         Ok((fingerprint, digest)) => {
             println!("Signature verified using fingerprint {fingerprint}, digest {digest}");
             Ok(EXIT_ACCEPTED)
@@ -170,11 +204,20 @@ fn standalone_check(
     let digest = payload.docker_manifest_digest.clone();
     match crate::manifest::matches_digest(manifest, &digest) {
         Ok(true) => {}
-        Ok(false) => return Err(format!("Signature for docker digest {:?} does not match", digest.to_string())),
+        Ok(false) => {
+            return Err(format!(
+                "Signature for docker digest {:?} does not match",
+                digest.to_string()
+            ));
+        }
         Err(e) => return Err(e.to_string()),
     }
-    let signed = Named::parse_normalized(&payload.docker_reference)
-        .map_err(|_| format!("Invalid docker reference {:?} in signature", payload.docker_reference))?;
+    let signed = Named::parse_normalized(&payload.docker_reference).map_err(|_| {
+        format!(
+            "Invalid docker reference {:?} in signature",
+            payload.docker_reference
+        )
+    })?;
     if signed.to_string() != expected.to_string() {
         return Err(format!(
             "Docker reference {:?} does not match {:?}",
@@ -186,9 +229,16 @@ fn standalone_check(
 
 fn signing_key(path: &Path, passphrase_file: Option<&Path>) -> Result<SigningKey, Error> {
     let passphrase = passphrase_file
-        .map(|p| read(p).map(|b| String::from_utf8_lossy(&b).trim_end_matches(['\n', '\r']).to_string()))
+        .map(|p| {
+            read(p).map(|b| {
+                String::from_utf8_lossy(&b)
+                    .trim_end_matches(['\n', '\r'])
+                    .to_string()
+            })
+        })
         .transpose()?;
-    SigningKey::from_bytes(&read(path)?, passphrase.as_deref()).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+    SigningKey::from_bytes(&read(path)?, passphrase.as_deref())
+        .map_err(|e| Error::Config(format!("{}: {e}", path.display())))
 }
 
 /// The payload imagegate signs: c/image's, with imagegate as the creator.
@@ -206,14 +256,19 @@ fn signature_payload(digest: Digest, identity: &Named) -> Vec<u8> {
 
 pub fn standalone_sign(a: StandaloneSignArgs) -> Result<u8, Error> {
     let manifest = read(&a.manifest)?;
-    let identity = Named::parse_normalized(&a.docker_reference)
-        .map_err(|e| Error::Config(format!("invalid docker reference {:?}: {e}", a.docker_reference)))?;
+    let identity = Named::parse_normalized(&a.docker_reference).map_err(|e| {
+        Error::Config(format!(
+            "invalid docker reference {:?}: {e}",
+            a.docker_reference
+        ))
+    })?;
     let digest = crate::manifest::digest(&manifest).map_err(|e| Error::Config(e.to_string()))?;
     let key = signing_key(&a.secret_key_file, a.passphrase_file.as_deref())?;
     let blob = key
         .sign(&signature_payload(digest, &identity))
         .map_err(|e| Error::Config(e.to_string()))?;
-    std::fs::write(&a.output, blob).map_err(|e| Error::Config(format!("writing {}: {e}", a.output.display())))?;
+    std::fs::write(&a.output, blob)
+        .map_err(|e| Error::Config(format!("writing {}: {e}", a.output.display())))?;
     Ok(EXIT_ACCEPTED)
 }
 
@@ -224,16 +279,20 @@ pub async fn sign(a: SignArgs) -> Result<u8, Error> {
     let image = ImageReference::parse(&a.image)?;
     let identity = match &a.identity {
         Some(i) => {
-            let named = Named::parse_normalized(i).map_err(|e| Error::Config(format!("invalid --identity {i:?}: {e}")))?;
+            let named = Named::parse_normalized(i)
+                .map_err(|e| Error::Config(format!("invalid --identity {i:?}: {e}")))?;
             if named.is_name_only() {
-                return Err(Error::Config(format!("--identity {i:?} must have a tag or digest")));
+                return Err(Error::Config(format!(
+                    "--identity {i:?} must have a tag or digest"
+                )));
             }
             named
         }
         None => image.docker_reference().clone(),
     };
     let key = signing_key(&a.key, a.passphrase_file.as_deref())?;
-    let registry = RegistryClient::new(registry_options(&a.registry)?).map_err(|e| Error::Config(e.to_string()))?;
+    let registry = RegistryClient::new(registry_options(&a.registry)?)
+        .map_err(|e| Error::Config(e.to_string()))?;
     let credentials = credentials(&a.registry)?;
     let top = registry
         .resolve(image.docker_reference(), credentials.as_ref())
@@ -252,12 +311,15 @@ pub async fn sign(a: SignArgs) -> Result<u8, Error> {
     }
     if let Some(out) = &a.output {
         if to_sign.len() != 1 {
-            return Err(Error::Config("-o writes one signature; this image is a list, use --lookaside-staging".into()));
+            return Err(Error::Config(
+                "-o writes one signature; this image is a list, use --lookaside-staging".into(),
+            ));
         }
         let blob = key
             .sign(&signature_payload(top.digest.clone(), &identity))
             .map_err(|e| Error::Config(e.to_string()))?;
-        std::fs::write(out, blob).map_err(|e| Error::Config(format!("writing {}: {e}", out.display())))?;
+        std::fs::write(out, blob)
+            .map_err(|e| Error::Config(format!("writing {}: {e}", out.display())))?;
         println!("{}: signed {} as {identity}", out.display(), top.digest);
         return Ok(EXIT_ACCEPTED);
     }
@@ -272,8 +334,10 @@ pub async fn sign(a: SignArgs) -> Result<u8, Error> {
         }
         None => {
             let dir = a.registries_d.clone().unwrap_or_else(default_registries_d);
-            let config = RegistryConfiguration::load_dir(&dir).map_err(|e| Error::Config(e.to_string()))?;
-            let builtin = GoUrl::parse(&builtin_lookaside()).map_err(|e| Error::Config(e.to_string()))?;
+            let config =
+                RegistryConfiguration::load_dir(&dir).map_err(|e| Error::Config(e.to_string()))?;
+            let builtin =
+                GoUrl::parse(&builtin_lookaside()).map_err(|e| Error::Config(e.to_string()))?;
             config
                 .lookaside_base_url(&image, true, &builtin)
                 .map_err(|e| Error::Config(e.to_string()))?
@@ -304,12 +368,16 @@ fn write_next_signature(base: &GoUrl, digest: &Digest, blob: &[u8]) -> Result<Pa
             continue;
         }
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| Error::Config(format!("creating {}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::Config(format!("creating {}: {e}", dir.display())))?;
         }
-        std::fs::write(&path, blob).map_err(|e| Error::Config(format!("writing {}: {e}", path.display())))?;
+        std::fs::write(&path, blob)
+            .map_err(|e| Error::Config(format!("writing {}: {e}", path.display())))?;
         return Ok(path);
     }
-    Err(Error::Config(format!("too many signatures already stored for {digest}")))
+    Err(Error::Config(format!(
+        "too many signatures already stored for {digest}"
+    )))
 }
 
 pub fn lint(a: LintArgs) -> Result<u8, Error> {

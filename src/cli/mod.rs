@@ -4,6 +4,7 @@
 
 mod commands;
 pub mod output;
+pub mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,6 +44,8 @@ pub enum Command {
     Policy(PolicyCommand),
     /// Print the CustomResourceDefinitions (YAML).
     Crd,
+    /// Run the admission webhook (HTTPS AdmissionReview v1).
+    Serve(Box<serve::ServeArgs>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -160,6 +163,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::StandaloneSign(a) => commands::standalone_sign(a),
         Command::Sign(a) => commands::sign(a).await,
         Command::Policy(PolicyCommand::Lint(a)) => commands::lint(a),
+        Command::Serve(a) => serve::serve(*a).await,
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -159,7 +159,10 @@ impl Fetcher {
             .by_digest
             .try_get_with(key, async {
                 initialised = true;
-                let fetched = self.registry.fetch_manifest(named, digest, credentials).await;
+                let fetched = self
+                    .registry
+                    .fetch_manifest(named, digest, credentials)
+                    .await;
                 self.count_registry(named, fetched.as_ref().err().map(|e| e.kind()));
                 fetched.map(Arc::new).map_err(|e| e.to_string())
             })
@@ -259,7 +262,11 @@ impl Fetcher {
         result
     }
 
-    async fn read_lookaside(&self, base: &GoUrl, digest: &Digest) -> Result<Vec<(String, StoredSignature)>, String> {
+    async fn read_lookaside(
+        &self,
+        base: &GoUrl,
+        digest: &Digest,
+    ) -> Result<Vec<(String, StoredSignature)>, String> {
         let observer = |host: &str, status: Option<u16>| {
             if let Some(m) = &self.metrics {
                 m.count_lookaside(host, &status.map_or("error".to_string(), |s| s.to_string()));
@@ -289,13 +296,19 @@ impl Fetcher {
             .extension_signatures(named, digest, credentials)
             .await
             .map_err(|e| e.to_string())?;
-        let blobs = crate::signature::lookaside::parse_extension_signatures(&body).map_err(|e| e.to_string())?;
+        let blobs = crate::signature::lookaside::parse_extension_signatures(&body)
+            .map_err(|e| e.to_string())?;
         // The extension's blobs go to the mechanism as they are, without the
         // first-byte classification of lookaside blobs (semantics §6.1).
         Ok(blobs
             .into_iter()
             .enumerate()
-            .map(|(i, b)| (format!("registry signature API #{}", i + 1), StoredSignature::SimpleSigning(b)))
+            .map(|(i, b)| {
+                (
+                    format!("registry signature API #{}", i + 1),
+                    StoredSignature::SimpleSigning(b),
+                )
+            })
             .collect())
     }
 }

@@ -18,7 +18,8 @@ use moka::future::Cache;
 pub use fetch::CacheSettings;
 use fetch::{Fetcher, Instance};
 pub use verdict::{
-    DocumentVerdict, ImageVerdict, InstanceVerdict, MatchedScope, Mode, RequirementReport, SignatureReport,
+    DocumentVerdict, ImageVerdict, InstanceVerdict, MatchedScope, Mode, RequirementReport,
+    SignatureReport,
 };
 
 use crate::manifest::list::Platform;
@@ -90,10 +91,12 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(config: EngineConfig, metrics: Option<Arc<Metrics>>) -> crate::Result<Engine> {
-        let registry = RegistryClient::new(config.registry.clone()).map_err(|e| crate::Error::Config(e.to_string()))?;
+        let registry = RegistryClient::new(config.registry.clone())
+            .map_err(|e| crate::Error::Config(e.to_string()))?;
         let mut lookaside = crate::signature::lookaside::client_builder();
         for pem in &config.registry.extra_root_certificates {
-            let cert = reqwest::Certificate::from_pem(pem).map_err(|e| crate::Error::Config(format!("CA certificate: {e}")))?;
+            let cert = reqwest::Certificate::from_pem(pem)
+                .map_err(|e| crate::Error::Config(format!("CA certificate: {e}")))?;
             lookaside = lookaside.add_root_certificate(cert);
         }
         if !config.registry.tls_verify {
@@ -102,9 +105,20 @@ impl Engine {
         let lookaside = lookaside
             .build()
             .map_err(|e| crate::Error::Config(format!("lookaside client: {e}")))?;
-        let builtin = GoUrl::parse(&config.builtin_lookaside)
-            .map_err(|e| crate::Error::Config(format!("built-in lookaside {}: {e}", config.builtin_lookaside)))?;
-        let fetcher = Fetcher::new(registry, lookaside, config.lookaside.clone(), builtin, &config.caches, metrics.clone());
+        let builtin = GoUrl::parse(&config.builtin_lookaside).map_err(|e| {
+            crate::Error::Config(format!(
+                "built-in lookaside {}: {e}",
+                config.builtin_lookaside
+            ))
+        })?;
+        let fetcher = Fetcher::new(
+            registry,
+            lookaside,
+            config.lookaside.clone(),
+            builtin,
+            &config.caches,
+            metrics.clone(),
+        );
         Ok(Engine {
             fetcher,
             platforms: config.platforms,
@@ -213,7 +227,10 @@ impl Engine {
                 Lookup::Broken(e) => rejected_document(
                     doc,
                     None,
-                    format!("policy document {} failed to load and has no valid version: {e}", doc.name),
+                    format!(
+                        "policy document {} failed to load and has no valid version: {e}",
+                        doc.name
+                    ),
                 ),
                 Lookup::NoOpinion => DocumentVerdict {
                     document: doc.name.clone(),
@@ -245,7 +262,10 @@ impl Engine {
         ctx: &VerifyContext<'_>,
         progress: &Progress,
     ) -> Result<(crate::reference::Digest, Vec<FetchedInstance>), String> {
-        progress.set(format!("registry {} (manifest of {reference})", reference.docker_reference().domain()));
+        progress.set(format!(
+            "registry {} (manifest of {reference})",
+            reference.docker_reference().domain()
+        ));
         let resolved = self
             .fetcher
             .resolve(reference, &self.platforms, ctx.credentials)
@@ -255,9 +275,17 @@ impl Engine {
             progress.set(format!("signatures of {}", instance.digest));
             let signatures = self
                 .fetcher
-                .signatures(reference, &instance.digest, ctx.registries_d, ctx.credentials)
+                .signatures(
+                    reference,
+                    &instance.digest,
+                    ctx.registries_d,
+                    ctx.credentials,
+                )
                 .await;
-            instances.push(FetchedInstance { instance, signatures });
+            instances.push(FetchedInstance {
+                instance,
+                signatures,
+            });
         }
         Ok((resolved.digest, instances))
     }
@@ -275,7 +303,12 @@ impl Engine {
         if !policy::needs_image_material(requirements) {
             // reject / insecureAcceptAnything: decided without the image.
             let material = ImageMaterial::unfetched(reference.clone());
-            instances.push(instance_verdict(None, &[], None, policy::is_running_image_allowed(requirements, &material, ctx.keys)));
+            instances.push(instance_verdict(
+                None,
+                &[],
+                None,
+                policy::is_running_image_allowed(requirements, &material, ctx.keys),
+            ));
         } else {
             match fetched {
                 Err(e) => {
@@ -283,7 +316,10 @@ impl Engine {
                 }
                 Ok(list) => {
                     for f in list {
-                        instances.push(self.evaluate_instance(doc, requirements, reference, f, ctx).await);
+                        instances.push(
+                            self.evaluate_instance(doc, requirements, reference, f, ctx)
+                                .await,
+                        );
                     }
                 }
             }
@@ -291,7 +327,11 @@ impl Engine {
         let multi = instances.len() > 1;
         let failed = instances.iter().find(|i| !i.allowed);
         let reason = failed.map(|i| match (&i.platform, multi) {
-            (Some(p), true) => format!("instance {} ({p}): {}", i.digest.as_deref().unwrap_or("?"), i.reason.clone().unwrap_or_default()),
+            (Some(p), true) => format!(
+                "instance {} ({p}): {}",
+                i.digest.as_deref().unwrap_or("?"),
+                i.reason.clone().unwrap_or_default()
+            ),
             _ => i.reason.clone().unwrap_or_default(),
         });
         DocumentVerdict {
@@ -312,7 +352,10 @@ impl Engine {
         fetched: &FetchedInstance,
         ctx: &VerifyContext<'_>,
     ) -> InstanceVerdict {
-        let key = format!("{}#{}|{}|{}", doc.name, doc.generation, fetched.instance.digest, reference);
+        let key = format!(
+            "{}#{}|{}|{}",
+            doc.name, doc.generation, fetched.instance.digest, reference
+        );
         for cache in [&self.accepted, &self.rejected] {
             if let Some(v) = cache.get(&key).await {
                 if let Some(m) = &self.metrics {
@@ -324,20 +367,35 @@ impl Engine {
         if let Some(m) = &self.metrics {
             m.count_cache("verdict", false);
         }
-        let (sources, signatures): (Vec<String>, Result<Vec<_>, String>) = match &fetched.signatures {
+        let (sources, signatures): (Vec<String>, Result<Vec<_>, String>) = match &fetched.signatures
+        {
             Ok(list) => (
                 list.iter().map(|(s, _)| s.clone()).collect(),
                 Ok(list.iter().map(|(_, b)| b.clone()).collect()),
             ),
             Err(e) => (vec![], Err(e.clone())),
         };
-        let material = ImageMaterial::new(reference.clone(), Ok(fetched.instance.manifest.bytes.to_vec()), signatures);
+        let material = ImageMaterial::new(
+            reference.clone(),
+            Ok(fetched.instance.manifest.bytes.to_vec()),
+            signatures,
+        );
         let verdict = policy::is_running_image_allowed(requirements, &material, ctx.keys);
-        let platform = (!fetched.instance.platforms.is_empty()).then(|| fetched.instance.platforms.join(", "));
-        let v = instance_verdict(Some(fetched.instance.digest.to_string()), &sources, platform, verdict);
+        let platform =
+            (!fetched.instance.platforms.is_empty()).then(|| fetched.instance.platforms.join(", "));
+        let v = instance_verdict(
+            Some(fetched.instance.digest.to_string()),
+            &sources,
+            platform,
+            verdict,
+        );
         // Signature read failures are transient: never cache them.
         if fetched.signatures.is_ok() {
-            let cache = if v.allowed { &self.accepted } else { &self.rejected };
+            let cache = if v.allowed {
+                &self.accepted
+            } else {
+                &self.rejected
+            };
             cache.insert(key, Arc::new(v.clone())).await;
         }
         v
@@ -364,7 +422,11 @@ fn matched_scope(s: &policy::MatchedScope) -> MatchedScope {
     }
 }
 
-fn rejected_document(doc: &PolicyDocument, scope: Option<MatchedScope>, reason: String) -> DocumentVerdict {
+fn rejected_document(
+    doc: &PolicyDocument,
+    scope: Option<MatchedScope>,
+    reason: String,
+) -> DocumentVerdict {
     DocumentVerdict {
         document: doc.name.clone(),
         mode: doc.mode,
@@ -390,7 +452,9 @@ fn instance_verdict(
             passed: matches!(r.outcome, policy::RequirementOutcome::Allowed),
             reason: match &r.outcome {
                 policy::RequirementOutcome::Denied(why) => Some(why.clone()),
-                policy::RequirementOutcome::NotEvaluated => Some("not evaluated: an earlier requirement failed".into()),
+                policy::RequirementOutcome::NotEvaluated => {
+                    Some("not evaluated: an earlier requirement failed".into())
+                }
                 policy::RequirementOutcome::Allowed => None,
             },
             signatures: r
@@ -413,7 +477,11 @@ fn instance_verdict(
                         SignatureOutcome::Ignored(why) => (false, format!("ignored: {why}")),
                         SignatureOutcome::NotChecked => (false, "not checked".into()),
                     };
-                    SignatureReport { source, accepted, detail }
+                    SignatureReport {
+                        source,
+                        accepted,
+                        detail,
+                    }
                 })
                 .collect(),
         })
@@ -445,7 +513,10 @@ fn reason_class(v: &ImageVerdict) -> String {
         "reference"
     } else if reason.contains("failed to load") {
         "policy"
-    } else if reason.contains("reading") || reason.contains("manifest") || reason.contains("signature storage") {
+    } else if reason.contains("reading")
+        || reason.contains("manifest")
+        || reason.contains("signature storage")
+    {
         "fetch"
     } else {
         "signature"

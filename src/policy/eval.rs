@@ -456,10 +456,10 @@ mod tests {
 
     #[test]
     fn key_files_are_read_at_every_evaluation_and_once_per_requirement() {
-        use std::cell::Cell;
-        let calls = Cell::new(0);
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let calls = AtomicUsize::new(0);
         let resolver = |_: &KeySource| -> Result<Vec<Vec<u8>>, String> {
-            calls.set(calls.get() + 1);
+            calls.fetch_add(1, Ordering::SeqCst);
             Err("unreadable".into())
         };
         let sig = StoredSignature::SimpleSigning(vec![0xa3]);
@@ -470,16 +470,16 @@ mod tests {
             v.reason.as_deref(),
             Some("None of the signatures were accepted, reasons: unreadable; unreadable")
         );
-        assert_eq!(calls.get(), 1);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
         is_running_image_allowed(std::slice::from_ref(&req), &m, &resolver);
-        assert_eq!(calls.get(), 2);
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
         // No signature, no key read.
         is_running_image_allowed(
             std::slice::from_ref(&req),
             &material("busybox", vec![]),
             &resolver,
         );
-        assert_eq!(calls.get(), 2);
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 
     #[test]

@@ -80,13 +80,13 @@ impl fmt::Display for KeySource {
 ///
 /// An `Err` is the rejection reason of every signature checked against
 /// this requirement (c/image: the `os.ReadFile` error).
-pub trait KeyResolver {
+pub trait KeyResolver: Send + Sync {
     fn key_blobs(&self, source: &KeySource) -> Result<Vec<Vec<u8>>, String>;
 }
 
 impl<F> KeyResolver for F
 where
-    F: Fn(&KeySource) -> Result<Vec<Vec<u8>>, String>,
+    F: Fn(&KeySource) -> Result<Vec<Vec<u8>>, String> + Send + Sync,
 {
     fn key_blobs(&self, source: &KeySource) -> Result<Vec<Vec<u8>>, String> {
         self(source)
