@@ -206,9 +206,6 @@ struct HeaderMeta {
 /// A file of a policy directory and the documents it held (or why it could not be read).
 pub type FileLoad = (PathBuf, Result<Vec<LoadedDocument>, String>);
 
-/// A file of a policy directory and the documents it held (or why it could not be read).
-pub type FileLoad = (PathBuf, Result<Vec<LoadedDocument>, String>);
-
 /// Reads every `*.yaml`/`*.yml`/`*.json` file in `dir` (sorted by name),
 /// each holding one or more ClusterImagePolicy / ImagePolicy objects.
 /// A file that cannot be read or parsed at all yields a document named
