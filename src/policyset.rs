@@ -435,3 +435,153 @@ pub fn watch_directory(
     });
     Ok(rx)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reference::ImageReference;
+
+    const CLUSTER: &str = r#"
+apiVersion: imagegate.dev/v1alpha1
+kind: ClusterImagePolicy
+metadata: {name: base}
+spec:
+  mode: Enforce
+  policy:
+    transports:
+      docker:
+        registry.example.com: [{type: insecureAcceptAnything}]
+  lookaside:
+    docker:
+      registry.example.com: {lookaside: "https://sigs.example.com"}
+---
+apiVersion: imagegate.dev/v1alpha1
+kind: ImagePolicy
+metadata: {name: strict, namespace: team}
+spec:
+  mode: Warn
+  policy:
+    default: [{type: reject}]
+"#;
+
+    fn write(dir: &Path, name: &str, text: &str) {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+
+    fn verdict_scope(set: &PolicySet, ns: Option<&str>) -> Vec<(String, Option<String>)> {
+        let image = ImageReference::parse("registry.example.com/app:v1").unwrap();
+        set.documents_for(ns)
+            .iter()
+            .map(|d| {
+                let scope = d
+                    .policy
+                    .as_ref()
+                    .ok()
+                    .and_then(|p| p.requirements_for(&image))
+                    .map(|m| m.scope.to_string());
+                (d.name.clone(), scope)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn loads_cluster_and_namespaced_documents() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "policies.yaml", CLUSTER);
+        let set = DirectoryLoader::default().load(dir.path()).unwrap();
+        assert!(set.errors.is_empty(), "{:?}", set.errors);
+        assert_eq!(set.document_count(), 2);
+        assert_eq!(
+            verdict_scope(&set, Some("team")),
+            [
+                (
+                    "ClusterImagePolicy/base".to_string(),
+                    Some("scope \"registry.example.com\"".to_string())
+                ),
+                (
+                    "ImagePolicy/team/strict".to_string(),
+                    Some("default".to_string())
+                ),
+            ]
+        );
+        assert_eq!(set.documents_for(Some("other")).len(), 1);
+        assert_eq!(set.documents_for(Some("team"))[1].mode, Mode::Warn);
+        let image = ImageReference::parse("registry.example.com/app:v1").unwrap();
+        assert_eq!(
+            set.registries_d.signature_top_level(&image, false),
+            Some("https://sigs.example.com")
+        );
+    }
+
+    #[test]
+    fn invalid_new_version_keeps_the_last_good_one() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "policies.yaml", CLUSTER);
+        let mut loader = DirectoryLoader::default();
+        let good = loader.load(dir.path()).unwrap();
+        // An unknown key inside spec.policy: c/image's strict rules refuse it.
+        write(
+            dir.path(),
+            "policies.yaml",
+            &CLUSTER.replace(
+                "type: insecureAcceptAnything",
+                "type: insecureAcceptAnything, bogus: 1",
+            ),
+        );
+        let set = loader.load(dir.path()).unwrap();
+        assert_eq!(set.errors.len(), 1);
+        assert!(
+            set.errors[0].1.contains("Unknown key \"bogus\""),
+            "{:?}",
+            set.errors
+        );
+        assert_eq!(verdict_scope(&set, None), verdict_scope(&good, None));
+        // A file that is not YAML at all: both documents keep their last version.
+        write(dir.path(), "policies.yaml", "{{{ not yaml");
+        let set = loader.load(dir.path()).unwrap();
+        assert_eq!(set.document_count(), 2);
+        assert!(set.errors.iter().any(|(id, _)| id.starts_with("file ")));
+    }
+
+    #[test]
+    fn never_valid_documents_deny_naming_themselves() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "broken.yaml", "{{{ not yaml");
+        write(
+            dir.path(),
+            "bad-spec.yaml",
+            "apiVersion: imagegate.dev/v1alpha1\nkind: ClusterImagePolicy\nmetadata: {name: bad}\nspec:\n  policy: {default: []}\n",
+        );
+        let set = DirectoryLoader::default().load(dir.path()).unwrap();
+        let docs = set.documents_for(None);
+        assert_eq!(docs.len(), 2);
+        let bad = docs
+            .iter()
+            .find(|d| d.name == "ClusterImagePolicy/bad")
+            .unwrap();
+        assert!(
+            bad.policy
+                .as_ref()
+                .unwrap_err()
+                .contains("List of verification policy requirements must not be empty")
+        );
+        let broken = docs.iter().find(|d| d.name.starts_with("file ")).unwrap();
+        assert!(broken.policy.is_err());
+    }
+
+    #[test]
+    fn wrong_kinds_and_versions_are_file_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "cm.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n",
+        );
+        let set = DirectoryLoader::default().load(dir.path()).unwrap();
+        assert!(
+            set.errors[0].1.contains("is not imagegate.dev/v1alpha1"),
+            "{:?}",
+            set.errors
+        );
+    }
+}
