@@ -648,4 +648,39 @@ mod tests {
             ]
         );
     }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn parsing_arbitrary_strings_never_panics(s in "\\PC{0,300}") {
+                let _ = Named::parse_normalized(&s);
+                let _ = ImageReference::parse(&s);
+                let _ = ImageReference::from_pod_image(&s);
+                let _ = Digest::parse(&s);
+            }
+
+            #[test]
+            fn normalisation_is_idempotent(
+                host in prop::option::of("[a-z0-9]{1,10}(\\.[a-z0-9]{1,8}){0,2}(:[0-9]{1,5})?"),
+                path in "[a-z0-9]{1,8}([._-][a-z0-9]{1,5})?(/[a-z0-9]{1,8}){0,3}",
+                tag in prop::option::of("[A-Za-z0-9_][A-Za-z0-9_.-]{0,20}"),
+            ) {
+                let mut s = match &host { Some(h) => format!("{h}/{path}"), None => path.clone() };
+                if let Some(t) = &tag { s.push(':'); s.push_str(t); }
+                if let Ok(named) = Named::parse_normalized(&s) {
+                    let again = Named::parse_normalized(&named.to_string()).unwrap();
+                    prop_assert_eq!(&again, &named);
+                    prop_assert!(Named::parse_canonical(&named.to_string()).is_ok());
+                    prop_assert!(named.name().len() <= NAME_TOTAL_LENGTH_MAX);
+                    let r = ImageReference::from_named(named.clone()).unwrap();
+                    let ns = r.policy_configuration_namespaces();
+                    prop_assert_eq!(&ns[0], &named.name());
+                    prop_assert!(ns.iter().all(|k| !k.contains('@') && !k.ends_with(':')));
+                }
+            }
+        }
+    }
 }
