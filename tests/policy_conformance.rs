@@ -517,7 +517,7 @@ fn upstream_policy_json_shape() {
     let docker = p.transport("docker").unwrap();
     assert_eq!(
         docker
-            .scopes
+            .scopes()
             .iter()
             .map(|s| s.key.as_str())
             .collect::<Vec<_>>(),

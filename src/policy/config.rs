@@ -69,7 +69,11 @@ pub struct Policy {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransportScopes {
     pub name: String,
-    pub scopes: Vec<Scope>,
+    scopes: Vec<Scope>,
+    /// Scope key → position in `scopes`, so a lookup costs a few hash
+    /// probes however many scopes a document has (keys are unique: a
+    /// duplicate is a parse error).
+    index: std::collections::HashMap<String, usize>,
 }
 
 /// One scope: a key (`""`, a host, namespace, repository, identity or
@@ -442,8 +446,27 @@ impl Policy {
 }
 
 impl TransportScopes {
+    /// The scopes of transport `name`, in document order.
+    pub fn new(name: String, scopes: Vec<Scope>) -> TransportScopes {
+        let index = scopes
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.key.clone(), i))
+            .collect();
+        TransportScopes {
+            name,
+            scopes,
+            index,
+        }
+    }
+
+    /// Every scope, in document order.
+    pub fn scopes(&self) -> &[Scope] {
+        &self.scopes
+    }
+
     pub fn scope(&self, key: &str) -> Option<&Scope> {
-        self.scopes.iter().find(|s| s.key == key)
+        self.index.get(key).map(|&i| &self.scopes[i])
     }
 }
 
@@ -471,10 +494,7 @@ fn parse_transports(
             });
             Ok(true)
         })?;
-        transports.push(TransportScopes {
-            name: name.to_string(),
-            scopes,
-        });
+        transports.push(TransportScopes::new(name.to_string(), scopes));
         Ok(true)
     })?;
     Ok(transports)

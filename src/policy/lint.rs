@@ -59,7 +59,7 @@ pub fn lint(policy: &Policy) -> Vec<LintWarning> {
                 ),
             });
         }
-        for scope in &transport.scopes {
+        for scope in transport.scopes() {
             let spath = scope_path(&transport.name, &scope.key);
             if transport.name == DOCKER_TRANSPORT
                 && let Some(why) = docker_scope_never_matches(&scope.key)

@@ -290,10 +290,12 @@ mod tests {
         // Removing the most specific remaining key each time walks the table.
         while let Some(most_specific) = keys.pop() {
             let mut p = policy(&keys, true, true);
-            p.transports[0].scopes.push(crate::policy::Scope {
+            let mut scopes = p.transports[0].scopes().to_vec();
+            scopes.push(crate::policy::Scope {
                 key: most_specific.to_string(),
                 requirements: vec![Requirement::Reject],
             });
+            p.transports[0] = crate::policy::TransportScopes::new("docker".into(), scopes);
             assert_eq!(lookup(&p, image), scope(most_specific));
         }
         let p = policy(&[], true, true);
