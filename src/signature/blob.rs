@@ -366,11 +366,18 @@ mod tests {
             message(&encrypted),
             "unrecognized signature format, starting with binary 0x84"
         );
+        let armoured = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/cimage/generated/gen-busybox-armored.signature"
+        ))
+        .unwrap();
         let cleartext = std::fs::read(format!("{FIXTURES}/invalid-cleartext.signature")).unwrap();
-        assert_eq!(
-            message(&cleartext),
-            "unrecognized signature format, starting with binary 0x2d"
-        );
+        for blob in [cleartext, armoured] {
+            assert_eq!(
+                message(&blob),
+                "unrecognized signature format, starting with binary 0x2d"
+            );
+        }
     }
 
     proptest! {
