@@ -22,9 +22,16 @@
 //!   made: a signature by a key that has expired since is refused, as gpgme
 //!   does (`KEY_EXPIRED`). The openpgp build would accept it; we take the
 //!   strict side;
-//! - Sequoia's `StandardPolicy` applies, so signatures over SHA-1 or MD5
-//!   are refused. gpgme and openpgp still accept SHA-1: an intentional,
-//!   stricter divergence.
+//! - Sequoia's `StandardPolicy` applies, so signatures over SHA-1 or MD5,
+//!   and keys it deems too weak (RSA below 2048 bits), are refused. gpgme
+//!   and openpgp still accept them: an intentional, stricter divergence.
+//!
+//! Other rejections, in imagegate's own words (gpgme only dumps a status
+//! struct there): `Key <fpr> is revoked`, `Signing subkey <fpr> of key
+//! <fpr> is revoked`, `Key <fpr> expired on <time>`, `Key <fpr> is not
+//! signing-capable`, and `signature error: …` for corrupt, truncated or
+//! policy-refused signatures (the openpgp build's prefix). The payload is
+//! only released after the signature checked out.
 //!
 //! Sequoia's errors and certificates are never `Debug`-formatted (that dumps
 //! key material); every message here is written out by hand.
