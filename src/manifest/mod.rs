@@ -380,10 +380,12 @@ fn pretty_signature_payload(content: &[u8]) -> Result<Vec<u8>, String> {
 /// Go's `int(f)` for the float64 values JSON numbers decode to, on a
 /// 64-bit platform; out-of-range values give the amd64 result.
 fn go_int_of_float(f: f64) -> i64 {
-    if f.is_nan() || f >= 9.223_372_036_854_775_807e18 || f < -9.223_372_036_854_775_808e18 {
-        i64::MIN
-    } else {
+    /// 2^63, exactly representable.
+    const TWO_POW_63: f64 = (1u64 << 63) as f64;
+    if (-TWO_POW_63..TWO_POW_63).contains(&f) {
         f as i64
+    } else {
+        i64::MIN
     }
 }
 
@@ -532,5 +534,312 @@ fn json_kind(value: &JsonValue) -> &'static str {
         JsonValue::String(_) => "string",
         JsonValue::Array(_) => "array",
         JsonValue::Object(_) => "object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const FIXTURES: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/cimage/upstream/signature/fixtures"
+    );
+    const D: &str = "sha256:20bf21ed457b390829cdbeec8795a7bea1626991fda603e0d01b4e7f60427e55";
+
+    /// A signed schema1 manifest laid out as libtrust writes it (JWS
+    /// header without `jwk`, so that c/image accepts it). Every expected
+    /// digest and error below was obtained with `skopeo manifest-digest`
+    /// (c/image with gpgme, skopeo 1.9.3) on the same bytes.
+    const SIGNED_V2S1: &str = "{\n   \"schemaVersion\": 1,\n   \"name\": \"ns/app\",\n   \"tag\": \"v1\",\n   \"architecture\": \"amd64\",\n   \"fsLayers\": [\n      {\n         \"blobSum\": \"sha256:a3ed95caeb02ffe68cdd9fd84406680ae93d633cb16422d00e8a7c22955b46d4\"\n      }\n   ],\n   \"history\": [\n      {\n         \"v1Compatibility\": \"{\\\"id\\\":\\\"x\\\"}\"\n      }\n   ],\n   \"signatures\": [\n      {\n         \"header\": {\n            \"alg\": \"ES256\"\n         },\n         \"signature\": \"c2lnbmF0dXJl\",\n         \"protected\": \"eyJmb3JtYXRMZW5ndGgiOjMwNCwiZm9ybWF0VGFpbCI6IkNuMCIsInRpbWUiOiIyMDE2LTAxLTAxVDAwOjAwOjAwWiJ9\"\n      }\n   ]\n}";
+    const PROTECTED: &str = "eyJmb3JtYXRMZW5ndGgiOjMwNCwiZm9ybWF0VGFpbCI6IkNuMCIsInRpbWUiOiIyMDE2LTAxLTAxVDAwOjAwOjAwWiJ9";
+    /// sha256 of the JWS payload (the manifest without `signatures`).
+    const PAYLOAD_DIGEST: &str =
+        "sha256:1683c5abdb68711c07c39ecf758dc08dde515a997777d9cae40c44f1c6c873ce";
+
+    fn fixture(name: &str) -> Vec<u8> {
+        std::fs::read(format!("{FIXTURES}/{name}")).unwrap()
+    }
+
+    fn b64url(s: &str) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
+    }
+
+    /// The payload (before `signatures`) with its closing brace.
+    fn unsigned_v2s1() -> String {
+        let cut = SIGNED_V2S1.find(",\n   \"signatures\"").unwrap();
+        format!("{}\n}}", &SIGNED_V2S1[..cut])
+    }
+
+    fn digest_of(s: &str) -> Result<String, String> {
+        digest(s.as_bytes()).map(|d| d.to_string()).map_err(|e| e.0)
+    }
+
+    fn raw(s: &str) -> Result<String, String> {
+        Ok(Digest::sha256_of(s.as_bytes()).to_string())
+    }
+
+    #[test]
+    fn plain_manifests_hash_their_bytes() {
+        let m = fixture("image.manifest.json");
+        assert_eq!(guess_mime_type(&m), DOCKER_V2_SCHEMA2_MEDIA_TYPE);
+        assert_eq!(digest(&m).unwrap().to_string(), D);
+        let d = Digest::parse(D).unwrap();
+        assert!(matches_digest(&m, &d).unwrap());
+        let modified = fixture("dir-img-modified-manifest/manifest.json");
+        assert_eq!(
+            digest(&modified).unwrap().to_string(),
+            "sha256:2edc21ff514c75c0acb47d466dccce1d6acc592176d29d9e995cb5daba9c18ac"
+        );
+        assert!(!matches_digest(&modified, &d).unwrap());
+        // Only sha256 can ever match, even with the right sha512.
+        let sha512 = Digest::parse(&format!("sha512:{}", {
+            use sha2::Digest as _;
+            hex::encode(sha2::Sha512::digest(&m))
+        }))
+        .unwrap();
+        assert!(!matches_digest(&m, &sha512).unwrap());
+        // Not JSON at all: hashed as bytes.
+        assert_eq!(guess_mime_type(b"not json"), "");
+        assert_eq!(digest(b"not json").unwrap(), Digest::sha256_of(b"not json"));
+    }
+
+    #[test]
+    fn invalid_signatures_fixture_fails_like_libtrust() {
+        for f in [
+            "v2s1-invalid-signatures.manifest.json",
+            "dir-img-manifest-digest-error/manifest.json",
+        ] {
+            let m = fixture(f);
+            assert_eq!(guess_mime_type(&m), DOCKER_V2_SCHEMA1_SIGNED_MEDIA_TYPE);
+            let e = digest(&m).unwrap_err().0;
+            assert_eq!(
+                e,
+                "error unmarshalling signatures: json: cannot unmarshal number into Go value of type []libtrust.jsParsedSignature"
+            );
+            assert!(matches_digest(&m, &Digest::parse(D).unwrap()).is_err());
+        }
+    }
+
+    #[test]
+    fn signed_schema1_uses_the_jws_payload() {
+        assert_eq!(
+            guess_mime_type(SIGNED_V2S1.as_bytes()),
+            DOCKER_V2_SCHEMA1_SIGNED_MEDIA_TYPE
+        );
+        assert_eq!(digest_of(SIGNED_V2S1).unwrap(), PAYLOAD_DIGEST);
+        // The payload is exactly the manifest without its signatures.
+        assert_eq!(raw(&unsigned_v2s1()).unwrap(), PAYLOAD_DIGEST);
+        assert!(
+            matches_digest(
+                SIGNED_V2S1.as_bytes(),
+                &Digest::parse(PAYLOAD_DIGEST).unwrap()
+            )
+            .unwrap()
+        );
+        // The raw-bytes digest does not match (gen-v2s1-raw-digest case).
+        assert!(
+            !matches_digest(
+                SIGNED_V2S1.as_bytes(),
+                &Digest::sha256_of(SIGNED_V2S1.as_bytes())
+            )
+            .unwrap()
+        );
+        // Unsigned schema1 is hashed raw.
+        assert_eq!(
+            guess_mime_type(unsigned_v2s1().as_bytes()),
+            DOCKER_V2_SCHEMA1_MEDIA_TYPE
+        );
+    }
+
+    #[test]
+    fn schema1_edge_cases_match_skopeo() {
+        let sub = |from: &str, to: &str| {
+            assert!(SIGNED_V2S1.contains(from), "{from}");
+            SIGNED_V2S1.replace(from, to)
+        };
+        let unsigned = unsigned_v2s1();
+        let with_signatures = |v: &str| {
+            format!(
+                "{},\n   \"signatures\": {v}\n}}",
+                &unsigned[..unsigned.len() - 2]
+            )
+        };
+        let protected = |json: &str| sub(PROTECTED, &b64url(json));
+
+        let cases: Vec<(String, Result<String, String>)> = vec![
+            // Go matches struct fields case-insensitively, libtrust's map
+            // lookup is exact.
+            (sub("\"signatures\"", "\"Signatures\""), Err("missing signature key".into())),
+            (sub("\"signatures\"", "\"\u{17f}ignatures\""), Err("missing signature key".into())),
+            (
+                sub("\"schemaVersion\"", "\"\u{17f}chemaVersion\""),
+                Ok("sha256:60551956cf0d13a2cbd817c2e351cf70c26c09ab2327a00fce5d6c4db5585861".into()),
+            ),
+            (with_signatures("null"), raw(&with_signatures("null"))),
+            (
+                with_signatures("[]"),
+                Ok("sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".into()),
+            ),
+            (
+                sub("\"schemaVersion\": 1", "\"schemaVersion\": 1.0"),
+                raw(&sub("\"schemaVersion\": 1", "\"schemaVersion\": 1.0")),
+            ),
+            (
+                sub(
+                    "\"schemaVersion\": 1,",
+                    "\"schemaVersion\": 1, \"mediaType\": \"application/vnd.docker.distribution.manifest.v2+json\",",
+                ),
+                raw(&sub(
+                    "\"schemaVersion\": 1,",
+                    "\"schemaVersion\": 1, \"mediaType\": \"application/vnd.docker.distribution.manifest.v2+json\",",
+                )),
+            ),
+            (
+                sub(
+                    "   ]\n}",
+                    &format!(
+                        "   ,{{\"header\":{{\"alg\":\"x\"}},\"protected\":\"{}\"}}]\n}}",
+                        b64url(r#"{"formatLength": 303, "formatTail": "Cn0"}"#)
+                    ),
+                ),
+                Err("conflicting format length".into()),
+            ),
+            (
+                sub(PROTECTED, "e!!!"),
+                Err("base64 decode error: illegal base64 data at input byte 1".into()),
+            ),
+            (
+                sub(PROTECTED, "abcde"),
+                Err("base64 decode error: illegal base64url string".into()),
+            ),
+            (
+                protected(r#"{"formatLength": 100000, "formatTail": "Cn0"}"#),
+                Err("invalid format length".into()),
+            ),
+            (
+                with_signatures("[1]"),
+                Err("error unmarshalling signatures: json: cannot unmarshal number into Go value of type libtrust.jsParsedSignature".into()),
+            ),
+            (
+                with_signatures(r#"[{"header":{},"protected":5}]"#),
+                Err("error unmarshalling signatures: json: cannot unmarshal number into Go struct field jsParsedSignature.protected of type string".into()),
+            ),
+            (
+                sub("\"header\": {\n            \"alg\": \"ES256\"\n         }", "\"header\": 7"),
+                Err("error unmarshalling signatures: json: cannot unmarshal number into Go struct field jsParsedSignature.header of type libtrust.jsParsedHeader".into()),
+            ),
+            (
+                sub("\"alg\": \"ES256\"", "\"alg\": 7"),
+                Err("error unmarshalling signatures: json: cannot unmarshal number into Go struct field jsParsedHeader.header.alg of type string".into()),
+            ),
+            // A missing header is no error.
+            (
+                sub("\"header\": {\n            \"alg\": \"ES256\"\n         },", ""),
+                Ok(PAYLOAD_DIGEST.into()),
+            ),
+            (
+                protected("[1]"),
+                Err("error unmarshalling protected header: json: cannot unmarshal array into Go value of type map[string]interface {}".into()),
+            ),
+            (
+                protected(r#"{"formatLength":304,"#),
+                Err("error unmarshalling protected header: unexpected end of JSON input".into()),
+            ),
+            (protected(r#"{"formatTail":"Cn0"}"#), Err("missing formatted length".into())),
+            (
+                protected(r#"{"formatLength":"5","formatTail":"Cn0"}"#),
+                Err("missing formatted length".into()),
+            ),
+            (protected(r#"{"formatLength":304}"#), Err("missing formatted tail".into())),
+            (
+                protected(r#"{"formatLength":304,"formatTail":"C"}"#),
+                Err("base64 decode error on tail: illegal base64url string".into()),
+            ),
+        ];
+        for (manifest, expected) in cases {
+            assert_eq!(digest_of(&manifest), expected, "{manifest}");
+        }
+    }
+
+    #[test]
+    fn guess_mime_type_follows_c_image() {
+        let g = |s: &str| guess_mime_type(s.as_bytes());
+        assert_eq!(
+            g(
+                r#"{"schemaVersion":2,"config":{"mediaType":"application/vnd.oci.image.config.v1+json"},"layers":[]}"#
+            ),
+            OCI_IMAGE_MANIFEST_MEDIA_TYPE
+        );
+        assert_eq!(
+            g(
+                r#"{"schemaVersion":2,"config":{"mediaType":"application/vnd.docker.container.image.v1+json"}}"#
+            ),
+            DOCKER_V2_SCHEMA2_MEDIA_TYPE
+        );
+        assert_eq!(
+            g(
+                r#"{"schemaVersion":2,"manifests":[{"mediaType":"x","size":1,"digest":"sha256:00"}]}"#
+            ),
+            OCI_IMAGE_INDEX_MEDIA_TYPE
+        );
+        assert_eq!(
+            g(r#"{"schemaVersion":2,"config":{"mediaType":"application/x-custom"},"layers":[]}"#),
+            OCI_IMAGE_MANIFEST_MEDIA_TYPE
+        );
+        assert_eq!(
+            g(r#"{"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#),
+            OCI_IMAGE_INDEX_MEDIA_TYPE
+        );
+        assert_eq!(
+            g(r#"{"mediaType":"application/vnd.docker.distribution.manifest.list.v2+json"}"#),
+            DOCKER_V2_LIST_MEDIA_TYPE
+        );
+        assert_eq!(g(r#"{"schemaVersion":3}"#), "");
+        assert_eq!(g("[]"), "");
+        assert_eq!(g("null"), "");
+        // Type errors make the whole guess fail.
+        assert_eq!(g(r#"{"schemaVersion":"1","signatures":[]}"#), "");
+        assert_eq!(g(r#"{"mediaType":5,"schemaVersion":1}"#), "");
+        assert_eq!(g(r#"{"schemaVersion":2,"manifests":[{"size":"big"}]}"#), "");
+        assert_eq!(g(r#"{"schemaVersion":2,"manifests":[{"data":"!!"}]}"#), "");
+        // `null` leaves a field alone; a later `null` for an `any` clears it.
+        assert_eq!(
+            g(r#"{"schemaVersion":1,"schemaVersion":null,"signatures":[]}"#),
+            DOCKER_V2_SCHEMA1_SIGNED_MEDIA_TYPE
+        );
+        assert_eq!(
+            g(r#"{"schemaVersion":1,"signatures":[],"SIGNATURES":null}"#),
+            DOCKER_V2_SCHEMA1_MEDIA_TYPE
+        );
+        // A list-typed config media type is what c/image returns (sic).
+        assert_eq!(
+            g(
+                r#"{"schemaVersion":2,"config":{"mediaType":"application/vnd.docker.distribution.manifest.v2+json"},"manifests":[{}]}"#
+            ),
+            DOCKER_V2_SCHEMA2_MEDIA_TYPE
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn digest_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+            let _ = digest(&bytes);
+            let _ = guess_mime_type(&bytes);
+        }
+
+        #[test]
+        fn schema1_digest_never_panics(
+            length in any::<i64>(),
+            tail in "[A-Za-z0-9_=\\- ]{0,8}",
+            cut in 0usize..700,
+        ) {
+            let protected = b64url(&format!(r#"{{"formatLength":{length},"formatTail":"{tail}"}}"#));
+            let m = SIGNED_V2S1.replace(PROTECTED, &protected);
+            let _ = digest(m.as_bytes());
+            let cut = cut.min(m.len());
+            let _ = digest(&m.as_bytes()[..cut]);
+        }
     }
 }

@@ -180,3 +180,219 @@ pub(crate) fn go_std_base64(s: &str) -> Result<Vec<u8>, String> {
         format!("illegal base64 data at input byte {at}")
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const FIXTURES: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/cimage/upstream/signature/fixtures"
+    );
+
+    fn message(blob: &[u8]) -> String {
+        from_blob(blob).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn openpgp_first_bytes_are_simple_signing() {
+        for b in [
+            0xa0u8, 0xa1, 0xa2, 0xa3, 0xc8, 0x90, 0x91, 0x92, 0x3d, 0xc4, 0x88, 0x89, 0x8a, 0x8b,
+            0xc2,
+        ] {
+            let blob = [b, 1, 2, 3];
+            assert_eq!(
+                from_blob(&blob).unwrap(),
+                StoredSignature::SimpleSigning(blob.to_vec()),
+                "{b:#x}"
+            );
+        }
+    }
+
+    #[test]
+    fn other_first_bytes_are_refused() {
+        // 0x93 (one-pass signature, indeterminate length) is missing from
+        // c/image's list.
+        assert_eq!(
+            message(&[0x93, 0]),
+            "unrecognized signature format, starting with binary 0x93"
+        );
+        assert_eq!(
+            message(b"-----BEGIN PGP MESSAGE-----"),
+            "unrecognized signature format, starting with binary 0x2d"
+        );
+        // Go's %#x does not pad.
+        assert_eq!(
+            message(&[0x05]),
+            "unrecognized signature format, starting with binary 0x5"
+        );
+        for b in 0..=255u8 {
+            let listed = matches!(
+                b,
+                0x00 | 0xa0..=0xa3 | 0xc8 | 0x90..=0x92 | 0x3d | 0xc4 | 0x88..=0x8b | 0xc2
+            );
+            let result = from_blob(&[b, b'\n']);
+            if !listed {
+                assert_eq!(
+                    result.unwrap_err(),
+                    SignatureError::Format(format!(
+                        "unrecognized signature format, starting with binary {b:#x}"
+                    ))
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn empty_blob() {
+        assert_eq!(
+            from_blob(b"").unwrap_err(),
+            SignatureError::Format("empty signature blob".into())
+        );
+    }
+
+    #[test]
+    fn format_prefixed_blobs() {
+        assert_eq!(
+            from_blob(b"\x00simple-signing\n\xa3abc").unwrap(),
+            StoredSignature::SimpleSigning(b"\xa3abc".to_vec())
+        );
+        // The chunk is not sniffed again.
+        assert_eq!(
+            from_blob(b"\x00simple-signing\n-armour").unwrap(),
+            StoredSignature::SimpleSigning(b"-armour".to_vec())
+        );
+        let sigstore = br#"{"mimeType":"application/vnd.dev.cosign.simplesigning.v1+json","payload":"eyJhIjoxfQ==","annotations":{"dev.cosignproject.cosign/signature":"MEUC"}}"#;
+        let mut blob = b"\x00sigstore-json\n".to_vec();
+        blob.extend_from_slice(sigstore);
+        assert_eq!(
+            from_blob(&blob).unwrap(),
+            StoredSignature::Sigstore(sigstore.to_vec())
+        );
+        assert_eq!(
+            message(b"\x00cosign\nxyz"),
+            "unrecognized signature format \"cosign\""
+        );
+        assert_eq!(
+            message(b"\x00a\"b\\c\nxyz"),
+            "unrecognized signature format \"a\\\"b\\\\c\""
+        );
+        assert_eq!(
+            message(b"\x00"),
+            "invalid signature format, missing newline"
+        );
+        assert_eq!(
+            message(b"\x00simple-signing"),
+            "invalid signature format, missing newline"
+        );
+        assert_eq!(
+            message(b"\x00simple\x01\n"),
+            "invalid signature format, non-ASCII byte 0x1"
+        );
+        assert_eq!(
+            message(b"\x00simple\xc3\xa9\n"),
+            "invalid signature format, non-ASCII byte 0xc3"
+        );
+        assert_eq!(
+            message(b"\x00\x7f\n"),
+            "invalid signature format, non-ASCII byte 0x7f"
+        );
+        // An empty format name is printable and unknown.
+        assert_eq!(message(b"\x00\nabc"), "unrecognized signature format \"\"");
+    }
+
+    #[test]
+    fn malformed_sigstore_json_fails_like_go() {
+        let sigstore = |json: &str| {
+            let mut blob = b"\x00sigstore-json\n".to_vec();
+            blob.extend_from_slice(json.as_bytes());
+            from_blob(&blob)
+        };
+        assert!(
+            sigstore("not json")
+                .unwrap_err()
+                .to_string()
+                .starts_with("invalid character 'o'")
+        );
+        assert!(sigstore("{").is_err());
+        assert_eq!(
+            sigstore("[]").unwrap_err().to_string(),
+            "json: cannot unmarshal array into Go value of type signature.sigstoreJSONRepresentation"
+        );
+        assert_eq!(
+            sigstore(r#"{"mimeType":1}"#).unwrap_err().to_string(),
+            "json: cannot unmarshal number into Go struct field sigstoreJSONRepresentation.mimeType of type string"
+        );
+        assert_eq!(
+            sigstore(r#"{"MIMETYPE":true}"#).unwrap_err().to_string(),
+            "json: cannot unmarshal bool into Go struct field sigstoreJSONRepresentation.mimeType of type string"
+        );
+        assert_eq!(
+            sigstore(r#"{"payload":"!!!!"}"#).unwrap_err().to_string(),
+            "illegal base64 data at input byte 0"
+        );
+        assert_eq!(
+            sigstore(r#"{"annotations":{"a":1}}"#)
+                .unwrap_err()
+                .to_string(),
+            "json: cannot unmarshal number into Go struct field sigstoreJSONRepresentation.annotations of type string"
+        );
+        assert!(sigstore("null").is_ok());
+        assert!(sigstore(r#"{"other":[1],"payload":"YQ==\n"}"#).is_ok());
+    }
+
+    #[test]
+    fn upstream_fixture_blobs() {
+        for f in [
+            "image.signature",
+            "corrupt.signature",
+            "expired.signature",
+            "invalid-blob.signature",
+            "subkey.signature",
+            "unknown-key.signature-v3",
+            "unsigned-literal.signature",
+        ] {
+            let blob = std::fs::read(format!("{FIXTURES}/{f}")).unwrap();
+            assert_eq!(
+                from_blob(&blob).unwrap(),
+                StoredSignature::SimpleSigning(blob),
+                "{f}"
+            );
+        }
+        // A public-key encrypted message starts with a PKESK packet.
+        let encrypted = std::fs::read(format!("{FIXTURES}/unsigned-encrypted.signature")).unwrap();
+        assert_eq!(
+            message(&encrypted),
+            "unrecognized signature format, starting with binary 0x84"
+        );
+        let armoured = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/cimage/generated/gen-busybox-armored.signature"
+        ))
+        .unwrap();
+        let cleartext = std::fs::read(format!("{FIXTURES}/invalid-cleartext.signature")).unwrap();
+        for blob in [cleartext, armoured] {
+            assert_eq!(
+                message(&blob),
+                "unrecognized signature format, starting with binary 0x2d"
+            );
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn from_blob_never_panics(blob in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = from_blob(&blob);
+        }
+
+        #[test]
+        fn format_prefixed_blobs_never_panic(format in "[ -~]{0,20}", rest in proptest::collection::vec(any::<u8>(), 0..100)) {
+            let mut blob = vec![0u8];
+            blob.extend_from_slice(format.as_bytes());
+            blob.push(b'\n');
+            blob.extend_from_slice(&rest);
+            let _ = from_blob(&blob);
+        }
+    }
+}

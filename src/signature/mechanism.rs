@@ -22,9 +22,16 @@
 //!   made: a signature by a key that has expired since is refused, as gpgme
 //!   does (`KEY_EXPIRED`). The openpgp build would accept it; we take the
 //!   strict side;
-//! - Sequoia's `StandardPolicy` applies, so signatures over SHA-1 or MD5
-//!   are refused. gpgme and openpgp still accept SHA-1: an intentional,
-//!   stricter divergence.
+//! - Sequoia's `StandardPolicy` applies, so signatures over SHA-1 or MD5,
+//!   and keys it deems too weak (RSA below 2048 bits), are refused. gpgme
+//!   and openpgp still accept them: an intentional, stricter divergence.
+//!
+//! Other rejections, in imagegate's own words (gpgme only dumps a status
+//! struct there): `Key <fpr> is revoked`, `Signing subkey <fpr> of key
+//! <fpr> is revoked`, `Key <fpr> expired on <time>`, `Key <fpr> is not
+//! signing-capable`, and `signature error: …` for corrupt, truncated or
+//! policy-refused signatures (the openpgp build's prefix). The payload is
+//! only released after the signature checked out.
 //!
 //! Sequoia's errors and certificates are never `Debug`-formatted (that dumps
 //! key material); every message here is written out by hand.
@@ -312,9 +319,16 @@ impl Helper<'_> {
 }
 
 impl VerificationHelper for Helper<'_> {
-    fn get_certs(&mut self, _ids: &[KeyHandle]) -> openpgp::Result<Vec<Cert>> {
-        // Keyrings are small; Sequoia matches issuers against all of them.
-        Ok(self.keyring.certs.clone())
+    fn get_certs(&mut self, ids: &[KeyHandle]) -> openpgp::Result<Vec<Cert>> {
+        // Only certificates holding a key the signature names as issuer;
+        // Sequoia matches the issuer against their keys again.
+        Ok(self
+            .keyring
+            .certs
+            .iter()
+            .filter(|cert| cert.keys().key_handles(ids.iter()).next().is_some())
+            .cloned()
+            .collect())
     }
 
     fn check(&mut self, structure: MessageStructure) -> openpgp::Result<()> {
@@ -335,12 +349,16 @@ impl VerificationHelper for Helper<'_> {
             )));
         }
         match results.remove(0) {
-            Ok(GoodChecksum { ka, .. }) => {
+            Ok(GoodChecksum { sig, ka }) => {
                 let cert = ka.cert();
                 let key = ka.key().fingerprint();
                 // Sequoia judged the key as of the signature's creation
-                // time; gpgme also requires it to be valid now.
-                if let Some(problem) = key_problem(cert, &key, SystemTime::now()) {
+                // time; gpgme also requires it to be valid now. A signature
+                // made slightly in the future (within Sequoia's clock-skew
+                // tolerance) is judged at its own time, which Sequoia did.
+                let now = SystemTime::now();
+                let at = sig.signature_creation_time().map_or(now, |t| t.max(now));
+                if let Some(problem) = key_problem(cert, &key, at) {
                     return self.reject(problem);
                 }
                 self.set(Outcome::Accepted {
@@ -412,20 +430,18 @@ fn verification_problem(e: &VerificationError<'_>) -> SignatureError {
 /// `Key not found for key ID %x in signature`: the issuer's key ID as
 /// lower-case hex without leading zeros, as x/crypto/openpgp prints it.
 fn key_not_found(sig: &Signature) -> SignatureError {
-    let id = sig
-        .get_issuers()
-        .first()
-        .map(|h| KeyID::from(h.clone()))
-        .map(|id| {
-            let bytes = id.as_bytes();
-            let mut v: u64 = 0;
-            for b in bytes.iter().rev().take(8).rev() {
-                v = (v << 8) | u64::from(*b);
-            }
-            format!("{v:x}")
-        })
-        .unwrap_or_else(|| "0".to_string());
-    invalid(format!("Key not found for key ID {id} in signature"))
+    let Some(issuer) = sig.get_issuers().into_iter().next() else {
+        return invalid("signature error: the signature does not name its issuer key");
+    };
+    let id = KeyID::from(issuer);
+    let v = id
+        .as_bytes()
+        .iter()
+        .rev()
+        .take(8)
+        .rev()
+        .fold(0u64, |v, b| (v << 8) | u64::from(*b));
+    invalid(format!("Key not found for key ID {v:x} in signature"))
 }
 
 /// The key of `cert` that the signature names as its issuer.
@@ -1015,6 +1031,75 @@ mod tests {
         assert_eq!(
             rejection(&k, &upstream("image.signature")),
             "Key not found for key ID e932f44b23e8dd43 in signature"
+        );
+    }
+
+    /// The `dir-img-*` lookaside-layout directories, through blob
+    /// classification, verification, payload and digest (the identity and
+    /// policy checks belong to the policy module).
+    #[test]
+    fn dir_img_fixtures_at_the_signature_level() {
+        use crate::signature::blob::{StoredSignature, from_blob};
+        let k = main_keyring();
+        let dir = |d: &str, n: usize| {
+            let blob = upstream(&format!("{d}/signature-{n}"));
+            match from_blob(&blob).unwrap() {
+                StoredSignature::SimpleSigning(m) => m,
+                StoredSignature::Sigstore(_) => panic!("{d}: sigstore blob"),
+            }
+        };
+        let check = |k: &Keyring, d: &str, n: usize| -> Result<UntrustedSignature, String> {
+            let m = k.verify(&dir(d, n)).map_err(|e| e.to_string())?;
+            let sig = UntrustedSignature::parse(&m.payload).map_err(|e| e.message)?;
+            let manifest = upstream(&format!("{d}/manifest.json"));
+            match manifest::matches_digest(&manifest, &sig.docker_manifest_digest) {
+                Ok(true) => Ok(sig),
+                Ok(false) => Err(format!(
+                    "Signature for digest {} does not match",
+                    sig.docker_manifest_digest
+                )),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        let valid = check(&k, "dir-img-valid", 1).unwrap();
+        assert_eq!(valid.docker_reference, "testing/manifest:latest");
+        assert_eq!(valid.creator.as_deref(), Some("atomic 0.1.13-dev"));
+        assert_eq!(valid.timestamp, Some(1_464_398_954));
+        assert_eq!(check(&k, "dir-img-valid-2", 1).unwrap(), valid);
+        assert_eq!(
+            check(&k, "dir-img-valid-2", 2).unwrap().timestamp,
+            Some(1_464_640_051)
+        );
+        assert_eq!(
+            check(&k, "dir-img-mixed", 1).unwrap_err(),
+            "invalid character 'T' looking for beginning of value"
+        );
+        assert_eq!(check(&k, "dir-img-mixed", 2).unwrap(), valid);
+        assert_eq!(
+            check(&k, "dir-img-modified-manifest", 1).unwrap_err(),
+            format!("Signature for digest {DIGEST_D} does not match")
+        );
+        assert!(
+            check(&k, "dir-img-manifest-digest-error", 1)
+                .unwrap_err()
+                .starts_with("error unmarshalling signatures: ")
+        );
+        let subkey = keyring(&["upstream/signature/fixtures/public-key-with-subkey.gpg"]);
+        let sig = check(&subkey, "dir-img-valid-subkey", 1).unwrap();
+        assert_eq!(sig.docker_reference, "testing/manifest:latest");
+        // dir-img-no-manifest: the signature is fine, the manifest is absent.
+        assert!(k.verify(&dir("dir-img-no-manifest", 1)).is_ok());
+        assert!(
+            std::fs::metadata(format!(
+                "{FIXTURES}/upstream/signature/fixtures/dir-img-no-manifest/manifest.json"
+            ))
+            .is_err()
+        );
+        assert!(
+            std::fs::metadata(format!(
+                "{FIXTURES}/upstream/signature/fixtures/dir-img-unsigned/signature-1"
+            ))
+            .is_err()
         );
     }
 

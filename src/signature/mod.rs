@@ -12,13 +12,15 @@ pub mod registries_d;
 /// them (openpgp-mechanism wording for crypto failures, semantics §8).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SignatureError {
-    /// A cryptographic or key failure (`InvalidSignatureError` in c/image).
+    /// A cryptographic or key failure (`InvalidSignatureError` in c/image):
+    /// what [`mechanism::Keyring::verify`] returns.
     #[error("{0}")]
     Invalid(String),
-    /// The blob's storage format is not recognised.
+    /// The blob's storage format is not recognised
+    /// ([`blob::from_blob`]); fatal for the whole signature read.
     #[error("{0}")]
     Format(String),
-    /// Anything else (I/O, bad secret key …).
+    /// Anything else (I/O, bad secret key, signing failure …).
     #[error("{0}")]
     Other(String),
 }

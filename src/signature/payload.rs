@@ -79,10 +79,13 @@ impl UntrustedSignature {
         let timestamp = match timestamp {
             None => None,
             Some(f) => {
-                // Go's int64(f): Rust's `as` saturates where Go's result is
-                // unspecified, but both then fail the round-trip check.
+                // Go's int64(f) is only meaningful inside the int64 range
+                // (outside it amd64 yields i64::MIN, which then fails the
+                // round trip); Rust's `as` would saturate instead.
+                const TWO_POW_63: f64 = (1u64 << 63) as f64;
+                let in_range = (-TWO_POW_63..TWO_POW_63).contains(&f);
                 let i = f as i64;
-                if i as f64 != f {
+                if !in_range || i as f64 != f {
                     return Err(StrictJsonError::new(
                         "$.optional.timestamp",
                         "Field optional.timestamp is not an integer",
@@ -372,4 +375,430 @@ fn go_json_string(out: &mut String, s: &str) {
         }
     }
     out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const D: &str = "sha256:20bf21ed457b390829cdbeec8795a7bea1626991fda603e0d01b4e7f60427e55";
+
+    /// Byte-exact payload of upstream `subkey.signature` (MANIFEST.md).
+    const SUBKEY_PAYLOAD: &str = r#"{"critical":{"identity":{"docker-reference":"testing/manifest:latest"},"image":{"docker-manifest-digest":"sha256:20bf21ed457b390829cdbeec8795a7bea1626991fda603e0d01b4e7f60427e55"},"type":"atomic container signature"},"optional":{}}"#;
+    /// Byte-exact payload of upstream `image.signature` (MANIFEST.md).
+    const IMAGE_PAYLOAD: &str = r#"{"critical":{"identity":{"docker-reference":"testing/manifest"},"image":{"docker-manifest-digest":"sha256:20bf21ed457b390829cdbeec8795a7bea1626991fda603e0d01b4e7f60427e55"},"type":"atomic container signature"},"optional":{"creator":"atomic ","timestamp":1458239713}}"#;
+
+    fn err(payload: &str) -> String {
+        UntrustedSignature::parse(payload.as_bytes())
+            .unwrap_err()
+            .message
+    }
+
+    /// A payload with `critical` and `optional` bodies substituted.
+    fn with(critical: &str, optional: &str) -> String {
+        format!(r#"{{"critical":{critical},"optional":{optional}}}"#)
+    }
+
+    fn critical(identity: &str, image: &str, typ: &str) -> String {
+        format!(r#"{{"type":{typ},"image":{image},"identity":{identity}}}"#)
+    }
+
+    fn good_critical() -> String {
+        critical(
+            r#"{"docker-reference":"busybox:latest"}"#,
+            &format!(r#"{{"docker-manifest-digest":"{D}"}}"#),
+            r#""atomic container signature""#,
+        )
+    }
+
+    #[test]
+    fn byte_exact_upstream_payloads_round_trip() {
+        let sig = UntrustedSignature::parse(SUBKEY_PAYLOAD.as_bytes()).unwrap();
+        assert_eq!(sig.docker_reference, "testing/manifest:latest");
+        assert_eq!(sig.docker_manifest_digest.to_string(), D);
+        assert_eq!((sig.creator.as_deref(), sig.timestamp), (None, None));
+        assert_eq!(sig.to_json(), SUBKEY_PAYLOAD.as_bytes());
+
+        let sig = UntrustedSignature::parse(IMAGE_PAYLOAD.as_bytes()).unwrap();
+        assert_eq!(sig.docker_reference, "testing/manifest");
+        assert_eq!(sig.creator.as_deref(), Some("atomic "));
+        assert_eq!(sig.timestamp, Some(1458239713));
+        assert_eq!(sig.to_json(), IMAGE_PAYLOAD.as_bytes());
+    }
+
+    #[test]
+    fn to_json_is_go_json_marshal() {
+        let mut sig = UntrustedSignature::parse(SUBKEY_PAYLOAD.as_bytes()).unwrap();
+        sig.creator = Some("a <b> & \"c\" \\ \n\t\u{1}\u{8}\u{c}\u{2028}é".into());
+        sig.timestamp = None;
+        assert_eq!(
+            String::from_utf8(sig.to_json()).unwrap(),
+            format!(
+                r#"{{"critical":{{"identity":{{"docker-reference":"testing/manifest:latest"}},"image":{{"docker-manifest-digest":"{D}"}},"type":"atomic container signature"}},"optional":{{"creator":"a \u003cb\u003e \u0026 \"c\" \\ \n\t\u0001\b\f\u2028é"}}}}"#
+            )
+        );
+        sig.creator = None;
+        sig.timestamp = Some(-5);
+        assert!(
+            String::from_utf8(sig.to_json())
+                .unwrap()
+                .ends_with(r#""optional":{"timestamp":-5}}"#)
+        );
+        // Whatever to_json writes parses back to the same value.
+        assert_eq!(UntrustedSignature::parse(&sig.to_json()).unwrap(), sig);
+    }
+
+    #[test]
+    fn new_stamps_creator_and_time() {
+        let sig = UntrustedSignature::new(
+            Digest::parse(D).unwrap(),
+            "docker.io/library/busybox:latest",
+        );
+        assert_eq!(
+            sig.creator.as_deref(),
+            Some(concat!("imagegate ", env!("CARGO_PKG_VERSION")))
+        );
+        assert!(sig.timestamp.unwrap() > 1_700_000_000);
+        assert_eq!(UntrustedSignature::parse(&sig.to_json()).unwrap(), sig);
+    }
+
+    #[test]
+    fn syntax_errors_are_go_texts() {
+        assert_eq!(
+            err("This is not JSON\n"),
+            "invalid character 'T' looking for beginning of value"
+        );
+        assert_eq!(
+            err(&format!("{} x", with(&good_critical(), "{}"))),
+            "invalid character 'x' after top-level value"
+        );
+        assert_eq!(err(""), "unexpected end of JSON input");
+    }
+
+    #[test]
+    fn top_level_is_exactly_critical_and_optional() {
+        assert_eq!(
+            err(&format!(r#"{{"critical":{}}}"#, good_critical())),
+            "Key \"optional\" missing in a JSON object"
+        );
+        assert_eq!(
+            err(r#"{"optional":{}}"#),
+            "Key \"critical\" missing in a JSON object"
+        );
+        assert_eq!(
+            err(&format!(
+                r#"{{"critical":{},"optional":{{}},"x":1}}"#,
+                good_critical()
+            )),
+            "Unknown key \"x\""
+        );
+        assert_eq!(
+            err(&format!(
+                r#"{{"critical":{0},"critical":{0},"optional":{{}}}}"#,
+                good_critical()
+            )),
+            "Duplicate key \"critical\""
+        );
+        assert_eq!(err("null"), "JSON object expected, got <nil>");
+        assert_eq!(err("[]"), "JSON object expected, got 91");
+        assert_eq!(err(r#""str""#), "JSON object expected, got \"str\"");
+        assert_eq!(err("12"), "JSON object expected, got 12");
+        assert_eq!(err("true"), "JSON object expected, got true");
+        assert_eq!(err(&with("null", "{}")), "JSON object expected, got <nil>");
+        assert_eq!(
+            err(&with(&good_critical(), "[1]")),
+            "JSON object expected, got 91"
+        );
+        // Keys are case-sensitive.
+        assert_eq!(
+            err(&format!(
+                r#"{{"Critical":{},"optional":{{}}}}"#,
+                good_critical()
+            )),
+            "Unknown key \"Critical\""
+        );
+    }
+
+    #[test]
+    fn optional_ignores_unknown_keys_but_not_duplicates() {
+        let sig = UntrustedSignature::parse(
+            with(
+                &good_critical(),
+                r#"{"creator":"x","unexpected":{"nested":[1,2]},"other":null}"#,
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(sig.creator.as_deref(), Some("x"));
+        assert_eq!(
+            err(&with(&good_critical(), r#"{"creator":"x","creator":"y"}"#)),
+            "Duplicate key \"creator\""
+        );
+        assert_eq!(
+            err(&with(&good_critical(), r#"{"u":1,"u":2}"#)),
+            "Duplicate key \"u\""
+        );
+        assert_eq!(
+            err(&with(&good_critical(), r#"{"creator":5}"#)),
+            "json: cannot unmarshal number into Go value of type string"
+        );
+    }
+
+    #[test]
+    fn timestamp_must_be_integral() {
+        let ts = |v: &str| {
+            UntrustedSignature::parse(
+                with(&good_critical(), &format!(r#"{{"timestamp":{v}}}"#)).as_bytes(),
+            )
+        };
+        assert_eq!(ts("1e3").unwrap().timestamp, Some(1000));
+        assert_eq!(ts("1.0").unwrap().timestamp, Some(1));
+        assert_eq!(ts("-7").unwrap().timestamp, Some(-7));
+        assert_eq!(ts("null").unwrap().timestamp, Some(0));
+        assert_eq!(
+            ts("1.5").unwrap_err().message,
+            "Field optional.timestamp is not an integer"
+        );
+        assert_eq!(
+            ts("1e30").unwrap_err().message,
+            "Field optional.timestamp is not an integer"
+        );
+        // 2^63 does not fit an int64.
+        assert_eq!(
+            ts("9223372036854775808").unwrap_err().message,
+            "Field optional.timestamp is not an integer"
+        );
+        assert_eq!(
+            ts("-9223372036854775808").unwrap().timestamp,
+            Some(i64::MIN)
+        );
+        assert_eq!(
+            ts(r#""1""#).unwrap_err().message,
+            "json: cannot unmarshal string into Go value of type float64"
+        );
+    }
+
+    #[test]
+    fn go_null_quirks() {
+        let sig = UntrustedSignature::parse(
+            with(
+                &critical(
+                    r#"{"docker-reference":null}"#,
+                    &format!(r#"{{"docker-manifest-digest":"{D}"}}"#),
+                    r#""atomic container signature""#,
+                ),
+                r#"{"creator":null}"#,
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(sig.docker_reference, "");
+        assert_eq!(sig.creator.as_deref(), Some(""));
+        // A null type is "" and unrecognised.
+        assert_eq!(
+            err(&with(
+                &critical(
+                    r#"{"docker-reference":"x"}"#,
+                    &format!(r#"{{"docker-manifest-digest":"{D}"}}"#),
+                    "null"
+                ),
+                "{}"
+            )),
+            "Unrecognized signature type "
+        );
+        // A null digest is "" and invalid.
+        assert_eq!(
+            err(&with(
+                &critical(
+                    r#"{"docker-reference":"x"}"#,
+                    r#"{"docker-manifest-digest":null}"#,
+                    r#""atomic container signature""#
+                ),
+                "{}"
+            )),
+            "invalid docker-manifest-digest value \"\": invalid checksum digest format"
+        );
+    }
+
+    #[test]
+    fn critical_is_exact() {
+        let image = format!(r#"{{"docker-manifest-digest":"{D}"}}"#);
+        let typ = r#""atomic container signature""#;
+        let id = r#"{"docker-reference":"x"}"#;
+        assert_eq!(
+            err(&with(
+                &format!(r#"{{"type":{typ},"image":{image},"identity":{id},"unexpected":1}}"#),
+                "{}"
+            )),
+            "Unknown key \"unexpected\""
+        );
+        assert_eq!(
+            err(&with(&format!(r#"{{"type":{typ},"image":{image}}}"#), "{}")),
+            "Key \"identity\" missing in a JSON object"
+        );
+        assert_eq!(
+            err(&with(
+                &critical(id, &image, r#""atomic container signaturE""#),
+                "{}"
+            )),
+            "Unrecognized signature type atomic container signaturE"
+        );
+        assert_eq!(
+            err(&with(&critical(id, &image, "5"), "{}")),
+            "json: cannot unmarshal number into Go value of type string"
+        );
+        assert_eq!(
+            err(&with(
+                &critical(id, r#"{"docker-manifest-digest":"x","y":1}"#, typ),
+                "{}"
+            )),
+            "Unknown key \"y\""
+        );
+        assert_eq!(
+            err(&with(
+                &critical(
+                    r#"{"docker-reference":"x","docker-reference":"y"}"#,
+                    &image,
+                    typ
+                ),
+                "{}"
+            )),
+            "Duplicate key \"docker-reference\""
+        );
+        assert_eq!(
+            err(&with(&critical("[]", &image, typ), "{}")),
+            "JSON object expected, got 91"
+        );
+        assert_eq!(
+            err(&with(
+                &critical(r#"{"docker-reference":1}"#, &image, typ),
+                "{}"
+            )),
+            "json: cannot unmarshal number into Go value of type string"
+        );
+        // Document order: an unknown key before a bad value is reported first.
+        assert_eq!(
+            err(&with(r#"{"zzz":1,"type":5}"#, "{}")),
+            "Unknown key \"zzz\""
+        );
+        assert_eq!(
+            err(&with(r#"{"type":5,"zzz":1}"#, "{}")),
+            "json: cannot unmarshal number into Go value of type string"
+        );
+    }
+
+    #[test]
+    fn digest_values_follow_go_digest() {
+        let check = |d: &str| {
+            err(&with(
+                &critical(
+                    r#"{"docker-reference":"x"}"#,
+                    &format!(
+                        r#"{{"docker-manifest-digest":{}}}"#,
+                        serde_json::to_string(d).unwrap()
+                    ),
+                    r#""atomic container signature""#,
+                ),
+                "{}",
+            ))
+        };
+        assert_eq!(
+            check("sha256:abc"),
+            "invalid docker-manifest-digest value \"sha256:abc\": invalid checksum digest length"
+        );
+        assert_eq!(
+            check(&format!("sha256:{}", "A".repeat(64))),
+            format!(
+                "invalid docker-manifest-digest value \"sha256:{}\": invalid checksum digest format",
+                "A".repeat(64)
+            )
+        );
+        assert_eq!(
+            check(&format!("md5:{}", "a".repeat(32))),
+            format!(
+                "invalid docker-manifest-digest value \"md5:{}\": unsupported digest algorithm",
+                "a".repeat(32)
+            )
+        );
+        assert_eq!(
+            check("nocolon"),
+            "invalid docker-manifest-digest value \"nocolon\": invalid checksum digest format"
+        );
+        assert_eq!(
+            check("a\"b\n"),
+            "invalid docker-manifest-digest value \"a\\\"b\\n\": invalid checksum digest format"
+        );
+        let sha512 = format!("sha512:{}", "0".repeat(128));
+        let sig = UntrustedSignature::parse(
+            with(
+                &critical(
+                    r#"{"docker-reference":"x"}"#,
+                    &format!(r#"{{"docker-manifest-digest":"{sha512}"}}"#),
+                    r#""atomic container signature""#,
+                ),
+                "{}",
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(sig.docker_manifest_digest.to_string(), sha512);
+    }
+
+    #[test]
+    fn optional_is_checked_before_critical() {
+        // c/image decodes `optional` first; with both broken, its error wins.
+        assert_eq!(
+            err(&with(r#"{"bogus":1}"#, r#"{"timestamp":0.5}"#)),
+            "Field optional.timestamp is not an integer"
+        );
+        assert_eq!(err(&with(r#"{"bogus":1}"#, "{}")), "Unknown key \"bogus\"");
+    }
+
+    #[test]
+    fn errors_carry_json_paths() {
+        let e =
+            UntrustedSignature::parse(with(&good_critical(), r#"{"timestamp":0.5}"#).as_bytes())
+                .unwrap_err();
+        assert_eq!(e.path, "$.optional.timestamp");
+        let e = UntrustedSignature::parse(with(r#"{"x":1}"#, "{}").as_bytes()).unwrap_err();
+        assert_eq!(e.path, "$.critical.x");
+    }
+
+    #[test]
+    fn go_float_formatting() {
+        assert_eq!(go_float_v(12.0), "12");
+        assert_eq!(go_float_v(1.5), "1.5");
+        assert_eq!(go_float_v(1e21), "1e+21");
+        assert_eq!(go_float_v(1e20), "100000000000000000000");
+        assert_eq!(go_float_v(0.00001), "1e-05");
+        assert_eq!(go_float_v(-2.5e-7), "-2.5e-07");
+    }
+
+    proptest! {
+        #[test]
+        fn parse_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = UntrustedSignature::parse(&bytes);
+        }
+
+        #[test]
+        fn parse_never_panics_on_json_like_text(s in r#"[{}\[\]":,a-z0-9. \-e]{0,120}"#) {
+            let _ = UntrustedSignature::parse(s.as_bytes());
+        }
+
+        #[test]
+        fn to_json_round_trips(reference in ".{0,40}", creator in proptest::option::of(".{0,40}"), ts in proptest::option::of(any::<i64>())) {
+            let sig = UntrustedSignature {
+                docker_manifest_digest: Digest::parse(D).unwrap(),
+                docker_reference: reference,
+                creator,
+                timestamp: ts,
+            };
+            let back = UntrustedSignature::parse(&sig.to_json());
+            // Timestamps beyond 2^53 are not exact in Go's float64 either.
+            if ts.is_none_or(|t| t.unsigned_abs() < (1 << 53)) {
+                prop_assert_eq!(back.unwrap(), sig);
+            }
+        }
+    }
 }
