@@ -60,7 +60,10 @@ impl Keyring {
 pub struct SigningKey {}
 
 impl SigningKey {
-    pub fn from_bytes(_secret_key: &[u8], _passphrase: Option<&str>) -> Result<SigningKey, SignatureError> {
+    pub fn from_bytes(
+        _secret_key: &[u8],
+        _passphrase: Option<&str>,
+    ) -> Result<SigningKey, SignatureError> {
         unimplemented!()
     }
     pub fn fingerprint(&self) -> String {
