@@ -4,6 +4,7 @@
 # The Debian packages the tests and the demo need: the reference tools
 # (registry, skopeo, gpg), the C build dependencies of sequoia-openpgp's
 # nettle backend, and the basics a minimal image may lack.
+# shellcheck disable=SC2034  # used by the scripts that source this file
 IMAGEGATE_APT_PACKAGES=(
   docker-registry skopeo gnupg gpg-agent gpgconf
   libclang-dev nettle-dev pkg-config
@@ -65,8 +66,8 @@ free_port() {
 
 # Waits until URL answers 2xx (up to ~15 s); fails otherwise.
 wait_http() {
-  local url=$1 i
-  for i in $(seq 150); do
+  local url=$1 _
+  for _ in $(seq 150); do
     curl -sf -o /dev/null "$url" && return 0
     sleep 0.1
   done

@@ -14,7 +14,6 @@ const PACKAGES: &[(&str, &str)] = &[
     ("gpgconf", "gpgconf"),
     ("tar", "tar"),
     ("gzip", "gzip"),
-    ("python3", "python3"),
 ];
 
 /// The full path of `tool` on `PATH`, or a panic naming the tool and the
