@@ -1,0 +1,211 @@
+#!/usr/bin/env bash
+# imagegate demo, all on this machine (127.0.0.1, no Docker, no network):
+#   1. starts a container registry (docker-registry) and a lookaside web
+#      server for signatures (python3 http.server),
+#   2. makes a demo signing key and an unrelated "wrong" key (gpg),
+#   3. builds three images by hand and pushes them with skopeo: one signed
+#      by the demo key, one unsigned, one signed by the wrong key,
+#   4. writes a policy.json that trusts only the demo key for that
+#      registry, and a registries.d that points at the lookaside server,
+#   5. runs `imagegate verify` on each image (expected: accept, reject "no
+#      signature", reject "invalid signature"), next to skopeo's verdict
+#      (containers/image, the reference imagegate reproduces).
+# Everything is stopped and removed at the end.
+#
+#   scripts/demo.sh                 the demo
+#   scripts/demo.sh --setup-only    steps 1-4 and skopeo's verdicts only
+#                                   (no imagegate build), for CI
+#   scripts/demo.sh --keep          leave the servers' directory (not the
+#                                   servers) behind for a look
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
+
+setup_only=false keep=false
+for arg in "$@"; do
+  case $arg in
+    --setup-only) setup_only=true ;;
+    --keep) keep=true ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    *) die "unknown argument $arg (try --help)" ;;
+  esac
+done
+
+# One stream, so progress notes and verdicts read in order.
+exec 2>&1
+bold() { if [ -t 1 ]; then printf '\033[1m%s\033[0m' "$*"; else printf '%s' "$*"; fi; }
+
+ensure_apt_packages "${IMAGEGATE_APT_PACKAGES[@]}"
+
+W=$(mktemp -d /tmp/imagegate-demo.XXXXXX)
+PIDS=()
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  gpgconf --homedir "$W/gnupg" --kill all 2>/dev/null || true
+  if $keep; then log "kept $W"; else rm -rf "$W"; fi
+}
+trap cleanup EXIT
+
+if ! $setup_only; then
+  ensure_rust
+  log "building imagegate"
+  cargo build --quiet --locked --bin imagegate
+  target_dir=$(cargo metadata --format-version 1 --no-deps \
+    | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+  IMAGEGATE="$target_dir/debug/imagegate"
+fi
+
+# --- 1. registry and lookaside server --------------------------------------
+mkdir -p "$W"/{registry-data,sigstore,registries.d}
+REG_PORT=$(free_port)
+REG="127.0.0.1:$REG_PORT"
+cat > "$W/registry.yml" <<EOF
+version: 0.1
+log: {level: warn}
+storage: {filesystem: {rootdirectory: "$W/registry-data"}}
+http: {addr: "$REG", secret: imagegate-demo}
+EOF
+docker-registry serve "$W/registry.yml" > "$W/registry.log" 2>&1 &
+PIDS+=($!)
+wait_http "http://$REG/v2/"
+log "registry on http://$REG"
+
+LOOKASIDE_PORT=$(free_port)
+LOOKASIDE="http://127.0.0.1:$LOOKASIDE_PORT"
+python3 -m http.server "$LOOKASIDE_PORT" --bind 127.0.0.1 --directory "$W/sigstore" \
+  > "$W/lookaside.log" 2>&1 &
+PIDS+=($!)
+wait_http "$LOOKASIDE/"
+log "lookaside server on $LOOKASIDE"
+
+# Where skopeo writes signatures (lookaside-staging, a directory) and where
+# readers fetch them (lookaside, the web server over that directory).
+cat > "$W/registries.d/demo.yaml" <<EOF
+docker:
+  $REG:
+    lookaside: $LOOKASIDE
+    lookaside-staging: file://$W/sigstore
+EOF
+
+# --- 2. keys ------------------------------------------------------------------
+export GNUPGHOME="$W/gnupg"
+mkdir -m 700 "$GNUPGHOME"
+gen_key() { gpg --batch --quiet --passphrase '' --quick-gen-key "$1" ed25519 sign never; }
+fingerprint() { gpg --with-colons --list-keys "$1" 2>/dev/null | awk -F: '/^fpr/ { print $10; exit }'; }
+gen_key 'imagegate demo signer <demo@imagegate.test>'
+gen_key 'someone else <wrong@imagegate.test>'
+DEMO_FPR=$(fingerprint demo@imagegate.test)
+WRONG_FPR=$(fingerprint wrong@imagegate.test)
+gpg --armor --export "$DEMO_FPR" > "$W/demo.pub.asc"
+log "demo key $DEMO_FPR, wrong key $WRONG_FPR"
+
+# --- 3. images ----------------------------------------------------------------
+# A one-layer OCI image layout whose file /hello.txt holds TEXT; deterministic
+# (same TEXT, same digest).
+make_oci() {
+  local out=$1 text=$2 work ld ls cd_ cs md ms diffid
+  work=$(mktemp -d "$W/work.XXXXXX")
+  mkdir -p "$out/blobs/sha256"
+  printf '%s\n' "$text" > "$work/hello.txt"
+  tar --format=ustar --sort=name --owner=0 --group=0 --numeric-owner --mode=0644 \
+    --mtime='2024-01-01 00:00Z' -C "$work" -cf "$work/layer.tar" hello.txt
+  diffid=$(sha256sum "$work/layer.tar" | cut -d' ' -f1)
+  gzip -n -9 -c "$work/layer.tar" > "$work/layer.tar.gz"
+  ld=$(sha256sum "$work/layer.tar.gz" | cut -d' ' -f1); ls=$(stat -c %s "$work/layer.tar.gz")
+  cp "$work/layer.tar.gz" "$out/blobs/sha256/$ld"
+  printf '{"architecture":"amd64","os":"linux","config":{"Cmd":["/hello"]},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' \
+    "$diffid" > "$work/config.json"
+  cd_=$(sha256sum "$work/config.json" | cut -d' ' -f1); cs=$(stat -c %s "$work/config.json")
+  cp "$work/config.json" "$out/blobs/sha256/$cd_"
+  printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:%s","size":%s}]}' \
+    "$cd_" "$cs" "$ld" "$ls" > "$work/manifest.json"
+  md=$(sha256sum "$work/manifest.json" | cut -d' ' -f1); ms=$(stat -c %s "$work/manifest.json")
+  cp "$work/manifest.json" "$out/blobs/sha256/$md"
+  echo '{"imageLayoutVersion":"1.0.0"}' > "$out/oci-layout"
+  printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"annotations":{"org.opencontainers.image.ref.name":"demo"}}]}' \
+    "$md" "$ms" > "$out/index.json"
+  rm -rf "$work"
+}
+
+push() { # push LAYOUT REPO:TAG [skopeo options...]
+  local layout=$1 dest=$2; shift 2
+  skopeo copy -q --dest-tls-verify=false --registries.d "$W/registries.d" \
+    --policy "$W/accept-anything.json" "$@" "oci:$layout:demo" "docker://$REG/$dest"
+}
+echo '{"default":[{"type":"insecureAcceptAnything"}]}' > "$W/accept-anything.json"
+make_oci "$W/oci-signed" "imagegate demo: signed"
+make_oci "$W/oci-unsigned" "imagegate demo: unsigned"
+make_oci "$W/oci-wrong" "imagegate demo: wrongly signed"
+push "$W/oci-signed" demo/signed:v1 --sign-by "$DEMO_FPR"
+push "$W/oci-unsigned" demo/unsigned:v1
+push "$W/oci-wrong" demo/wrongly-signed:v1 --sign-by "$WRONG_FPR"
+log "pushed demo/signed:v1, demo/unsigned:v1, demo/wrongly-signed:v1; signatures:"
+(cd "$W/sigstore" && find . -type f | sort | sed 's/^/      /') >&2
+
+# --- 4. policy ------------------------------------------------------------------
+cat > "$W/policy.json" <<EOF
+{
+  "default": [{"type": "reject"}],
+  "transports": {
+    "docker": {
+      "$REG/demo": [
+        {"type": "signedBy", "keyType": "GPGKeys", "keyPath": "$W/demo.pub.asc"}
+      ]
+    }
+  }
+}
+EOF
+log "policy.json:"; sed 's/^/      /' "$W/policy.json" >&2
+
+# --- 5. verdicts ------------------------------------------------------------------
+# skopeo's verdict: a pull through containers/image with this policy.
+skopeo_verdict() {
+  local out rc
+  set +e
+  out=$(skopeo copy -q --src-tls-verify=false --registries.d "$W/registries.d" \
+    --policy "$W/policy.json" "docker://$1" "dir:$(mktemp -d "$W/pull.XXXXXX")" 2>&1)
+  rc=$?
+  set -e
+  if [ "$rc" -eq 0 ]; then echo "accepted"; else echo "rejected: $(sed -n 's/.*msg="\(.*\)"$/\1/p' <<<"$out" | tail -1 | sed 's/\\"/"/g')"; fi
+  return "$rc"
+}
+
+failures=0
+show() { # show IMAGE EXPECTED_EXIT(0 accept / 1 reject)
+  local image=$1 expected=$2 rc ref_rc ref
+  printf '\n%s (expected: %s)\n' "$(bold "$image")" "$([ "$expected" -eq 0 ] && echo accept || echo reject)"
+  set +e
+  ref=$(skopeo_verdict "$image"); ref_rc=$?
+  set -e
+  printf '  skopeo (reference): %s\n' "$ref"
+  [ "$ref_rc" -eq "$expected" ] || { echo "  !! skopeo's verdict is not the expected one"; failures=$((failures + 1)); }
+  if ! $setup_only; then
+    local cmd=("$IMAGEGATE" verify --policy "$W/policy.json" --registries-d "$W/registries.d"
+      --tls-verify=false "docker://$image")
+    printf '  $ imagegate verify --policy policy.json --registries-d registries.d --tls-verify=false docker://%s\n' "$image"
+    set +e
+    "${cmd[@]}" 2>&1 | sed 's/^/    /'
+    rc=${PIPESTATUS[0]}
+    set -e
+    printf '  imagegate exit code: %s\n' "$rc"
+    [ "$rc" -eq "$expected" ] || { echo "  !! imagegate's exit code is not the expected one"; failures=$((failures + 1)); }
+  fi
+}
+
+show "$REG/demo/signed:v1" 0
+show "$REG/demo/unsigned:v1" 1
+show "$REG/demo/wrongly-signed:v1" 1
+
+echo
+if [ "$failures" -ne 0 ]; then
+  log "demo: $failures verdict(s) differ from the expected ones"
+  exit 1
+fi
+if $setup_only; then
+  log "demo setup ok: skopeo's verdicts are as expected (imagegate not run: --setup-only)"
+else
+  log "demo ok: imagegate accepted the signed image and rejected the other two"
+fi
