@@ -102,5 +102,35 @@ async fn handle(state: AppState, body: Bytes, endpoint: Endpoint) -> Response {
         duration_ms = elapsed.as_secs_f64() * 1000.0,
         "admission decision"
     );
-    axum::Json(response.into_review()).into_response()
+    match serde_json::to_value(response.into_review()) {
+        Ok(mut body) => {
+            base64_patch(&mut body);
+            axum::Json(body).into_response()
+        }
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot serialise the response: {e}"),
+        )
+            .into_response(),
+    }
+}
+
+/// kube-core serialises `response.patch` (`Vec<u8>`) as a JSON array of
+/// numbers; the API server's Go type is `[]byte`, whose JSON form is a
+/// base64 string (what every other webhook sends). Rewrite it in place.
+fn base64_patch(review: &mut serde_json::Value) {
+    use base64::Engine as _;
+    let Some(patch) = review.pointer_mut("/response/patch") else {
+        return;
+    };
+    let Some(items) = patch.as_array() else {
+        return;
+    };
+    let bytes: Option<Vec<u8>> = items
+        .iter()
+        .map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok()))
+        .collect();
+    if let Some(bytes) = bytes {
+        *patch = serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(bytes));
+    }
 }

@@ -35,6 +35,8 @@ pub struct CannedResponse {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// How long to wait before answering (a slow or hung server).
+    pub delay: Option<std::time::Duration>,
 }
 
 impl CannedResponse {
@@ -44,6 +46,7 @@ impl CannedResponse {
             status,
             headers: Vec::new(),
             body: Vec::new(),
+            delay: None,
         }
     }
 
@@ -53,7 +56,15 @@ impl CannedResponse {
             status: 200,
             headers: Vec::new(),
             body: body.into(),
+            delay: None,
         }
+    }
+
+    /// Answers only after `delay` (a slow server; a long delay is a server
+    /// that never answers within any deadline under test).
+    pub fn delayed(mut self, delay: std::time::Duration) -> Self {
+        self.delay = Some(delay);
+        self
     }
 
     /// Adds a response header.
@@ -111,7 +122,7 @@ impl LookasideServer {
                         .expect("tokio listener for the lookaside server");
                     let app = axum::Router::new().fallback(move |request: Request<Body>| {
                         let state = Arc::clone(&served);
-                        async move { respond(&state, request) }
+                        async move { respond(&state, request).await }
                     });
                     // Stopping drops the server future; dropping the runtime
                     // then cancels any connection still open.
@@ -181,9 +192,20 @@ impl Drop for LookasideServer {
     }
 }
 
-fn respond(state: &State, request: Request<Body>) -> Response<Body> {
+async fn respond(state: &State, request: Request<Body>) -> Response<Body> {
     let path = percent_decode(request.uri().path());
     let query = request.uri().query().map(str::to_string);
+    let delay = {
+        let faults = state.faults.lock().unwrap();
+        faults
+            .by_path
+            .get(&path)
+            .or(faults.all.as_ref())
+            .and_then(|c| c.delay)
+    };
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
+    }
     let response = answer(state, request.method(), &path);
     state.log.lock().unwrap().push(LookasideRequest {
         method: request.method().to_string(),
