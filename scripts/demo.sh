@@ -9,7 +9,12 @@
 #      registry, and a registries.d that points at the lookaside server,
 #   5. runs `imagegate verify` on each image (expected: accept, reject "no
 #      signature", reject "invalid signature"), next to skopeo's verdict
-#      (containers/image, the reference imagegate reproduces).
+#      (containers/image, the reference imagegate reproduces),
+#   6. runs the webhook without a cluster (`imagegate serve --policies DIR`,
+#      the same policy as a ClusterImagePolicy) and sends it AdmissionReviews
+#      with curl as kube-apiserver would: the Pod with the signed image is
+#      allowed, the unsigned one denied, and /mutate pins the signed tag to
+#      its verified digest.
 # Everything is stopped and removed at the end.
 #
 #   scripts/demo.sh                 the demo
@@ -199,6 +204,82 @@ show "$REG/demo/signed:v1" 0
 show "$REG/demo/unsigned:v1" 1
 show "$REG/demo/wrongly-signed:v1" 1
 
+# --- 6. the webhook, without a cluster ----------------------------------------------
+# A Pod running IMAGE, wrapped in an AdmissionReview v1 as the API server sends it.
+review() {
+  python3 - "$1" <<'PY'
+import json, sys
+pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "demo", "namespace": "default"},
+       "spec": {"containers": [{"name": "app", "image": sys.argv[1]}]}}
+print(json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+    "uid": "3f6c2b1e-0000-4000-8000-000000000001",
+    "kind": {"group": "", "version": "v1", "kind": "Pod"},
+    "resource": {"group": "", "version": "v1", "resource": "pods"},
+    "name": "demo", "namespace": "default", "operation": "CREATE",
+    "userInfo": {"username": "demo"}, "object": pod, "dryRun": False}}))
+PY
+}
+# Prints the answer's allowed flag, message and patch; exits 0 if allowed.
+summary() {
+  python3 -c '
+import base64, json, sys
+r = json.load(sys.stdin)["response"]
+print("    allowed:", r["allowed"])
+if not r["allowed"]: print("    message:", r["status"]["message"])
+if "patch" in r: print("    patch:  ", base64.b64decode(r["patch"]).decode())
+sys.exit(0 if r["allowed"] else 1)'
+}
+if ! $setup_only; then
+  mkdir -p "$W/policies"
+  cat > "$W/policies/demo.yaml" <<EOF
+apiVersion: imagegate.dev/v1alpha1
+kind: ClusterImagePolicy
+metadata:
+  name: demo
+spec:
+  mode: Enforce
+  policy:
+    default: [{type: insecureAcceptAnything}]
+    transports:
+      docker:
+        $REG/demo:
+          - {type: signedBy, keyType: GPGKeys, keyPath: $W/demo.pub.asc}
+  lookaside:
+    docker:
+      $REG:
+        lookaside: $LOOKASIDE
+EOF
+  "$IMAGEGATE" cert --out-dir "$W/tls" --host localhost --host 127.0.0.1 >/dev/null
+  HOOK_PORT=$(free_port)
+  METRICS_PORT=$(free_port)
+  "$IMAGEGATE" serve --listen "127.0.0.1:$HOOK_PORT" --metrics-listen "127.0.0.1:$METRICS_PORT" \
+    --policies "$W/policies" --tls-cert "$W/tls/tls.crt" --tls-key "$W/tls/tls.key" --tls-verify=false \
+    > "$W/webhook.log" 2>&1 &
+  PIDS+=($!)
+  for _ in $(seq 100); do
+    curl -sf --cacert "$W/tls/ca.crt" "https://127.0.0.1:$HOOK_PORT/readyz" >/dev/null && break
+    sleep 0.1
+  done
+  printf '\n%s (webhook on https://127.0.0.1:%s)\n' "$(bold "imagegate serve --policies policies/")" "$HOOK_PORT"
+  hook() { # hook ENDPOINT IMAGE EXPECTED_EXIT(0 allowed / 1 denied)
+    local rc
+    review "$2" > "$W/review.json"
+    printf '  $ curl --cacert ca.crt -H "Content-Type: application/json" --data @review.json https://127.0.0.1:%s/%s   # a Pod running %s\n' \
+      "$HOOK_PORT" "$1" "$2"
+    set +e
+    curl -sS --cacert "$W/tls/ca.crt" -H 'Content-Type: application/json' --data @"$W/review.json" \
+      "https://127.0.0.1:$HOOK_PORT/$1" | summary
+    rc=${PIPESTATUS[1]}
+    set -e
+    [ "$rc" -eq "$3" ] || { echo "  !! the webhook's answer is not the expected one"; failures=$((failures + 1)); }
+  }
+  hook validate "$REG/demo/signed:v1" 0
+  hook validate "$REG/demo/unsigned:v1" 1
+  hook mutate "$REG/demo/signed:v1" 0
+  printf '  decision log (one JSON line per review, %s):\n' "webhook.log"
+  grep '"admission decision"' "$W/webhook.log" | cut -c1-200 | sed 's/^/    /'
+fi
+
 echo
 if [ "$failures" -ne 0 ]; then
   log "demo: $failures verdict(s) differ from the expected ones"
@@ -207,5 +288,5 @@ fi
 if $setup_only; then
   log "demo setup ok: skopeo's verdicts are as expected (imagegate not run: --setup-only)"
 else
-  log "demo ok: imagegate accepted the signed image and rejected the other two"
+  log "demo ok: imagegate accepted the signed image and rejected the other two, as a CLI and as a webhook"
 fi

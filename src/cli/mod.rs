@@ -44,6 +44,9 @@ pub enum Command {
     Policy(PolicyCommand),
     /// Print the CustomResourceDefinitions (YAML).
     Crd,
+    /// Write a CA and a serving certificate for the webhook (local use,
+    /// tests; in a cluster the controller or cert-manager manages them).
+    Cert(CertArgs),
     /// Run the admission webhook (HTTPS AdmissionReview v1).
     Serve(Box<serve::ServeArgs>),
 }
@@ -143,6 +146,19 @@ pub struct SignArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct CertArgs {
+    /// Directory to write `ca.crt`, `tls.crt` and `tls.key` into.
+    #[arg(long)]
+    pub out_dir: PathBuf,
+    /// DNS names or IP addresses the serving certificate is valid for.
+    #[arg(long = "host", required = true)]
+    pub hosts: Vec<String>,
+    /// Validity of both certificates.
+    #[arg(long, default_value = "365d", value_parser = humantime::parse_duration)]
+    pub validity: std::time::Duration,
+}
+
+#[derive(Debug, Args)]
 pub struct LintArgs {
     /// A containers-policy.json file.
     pub file: PathBuf,
@@ -164,6 +180,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Sign(a) => commands::sign(a).await,
         Command::Policy(PolicyCommand::Lint(a)) => commands::lint(a),
         Command::Serve(a) => serve::serve(*a).await,
+        Command::Cert(a) => commands::cert(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),
