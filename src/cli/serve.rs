@@ -53,10 +53,10 @@ pub struct ServeArgs {
     /// How long a tag's digest is remembered.
     #[arg(long, env = "IMAGEGATE_DIGEST_CACHE_TTL", default_value = "60s", value_parser = humantime::parse_duration)]
     pub digest_cache_ttl: Duration,
-    /// How long an accepted verdict (and a digest's signatures) is remembered.
+    /// How long an accepted verdict is remembered.
     #[arg(long, env = "IMAGEGATE_VERDICT_CACHE_TTL", default_value = "10m", value_parser = humantime::parse_duration)]
     pub verdict_cache_ttl: Duration,
-    /// How long a rejected verdict is remembered.
+    /// How long a rejected verdict (and a digest's signature list) is remembered.
     #[arg(long, env = "IMAGEGATE_NEGATIVE_CACHE_TTL", default_value = "30s", value_parser = humantime::parse_duration)]
     pub negative_cache_ttl: Duration,
     /// Entries per cache.
@@ -105,7 +105,7 @@ pub async fn serve(a: ServeArgs) -> Result<u8, Error> {
         builtin_lookaside: a.default_lookaside.clone(),
         caches: CacheSettings {
             digest_ttl: a.digest_cache_ttl,
-            signature_ttl: a.verdict_cache_ttl,
+            signature_ttl: a.negative_cache_ttl,
             verdict_ttl: a.verdict_cache_ttl,
             negative_ttl: a.negative_cache_ttl,
             max_entries: a.cache_entries,

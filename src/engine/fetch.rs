@@ -23,7 +23,10 @@ use crate::signature::registries_d::go_url::GoUrl;
 pub struct CacheSettings {
     /// Tag → manifest (the tag may move): short.
     pub digest_ttl: Duration,
-    /// Signatures of a digest (new ones may be added): as long as a verdict.
+    /// Signatures of a digest. New ones may be added at any time, so this
+    /// is short (as short as a rejection is remembered): it serves to share
+    /// one read between concurrent and back-to-back reviews, while accepted
+    /// verdicts have their own, longer cache.
     pub signature_ttl: Duration,
     /// Accepted verdicts.
     pub verdict_ttl: Duration,
@@ -37,7 +40,7 @@ impl Default for CacheSettings {
     fn default() -> Self {
         CacheSettings {
             digest_ttl: Duration::from_secs(60),
-            signature_ttl: Duration::from_secs(600),
+            signature_ttl: Duration::from_secs(30),
             verdict_ttl: Duration::from_secs(600),
             negative_ttl: Duration::from_secs(30),
             max_entries: 100_000,
