@@ -631,3 +631,38 @@ async fn deadline_and_policy_reload() {
     );
     let _ = k;
 }
+
+#[tokio::test]
+async fn shutdown_drains_in_flight_reviews() {
+    let s = setup();
+    let w = Webhook::start(&s.h, &[base_policy(&s)], &[]);
+    // The lookaside answers after 1.5 s, so the review is in flight when the
+    // process is told to stop.
+    s.h.lookaside().respond_all(Some(
+        CannedResponse::status(404).delayed(Duration::from_millis(1500)),
+    ));
+    let slow = s.h.image("e2e/drain:v1");
+    s.h.push_unsigned(&s.h.build_image("drain"), "e2e/drain:v1");
+    let request = review("Pod", "team", "CREATE", &pod(&[&slow]), None);
+    let in_flight = w.validate(&request);
+    let stop = async {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let status = Command::new("kill")
+            .args(["-TERM", &w.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    let (answer, ()) = tokio::join!(in_flight, stop);
+    assert_eq!(
+        answer["allowed"], false,
+        "the in-flight review got its real answer: {answer}"
+    );
+    assert!(
+        answer["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("A signature was required"),
+        "{answer}"
+    );
+}
