@@ -237,7 +237,8 @@ pub fn load_directory(dir: &Path) -> Result<Vec<FileLoad>, String> {
         .collect())
 }
 
-fn load_file(path: &Path) -> Result<Vec<LoadedDocument>, String> {
+/// The ClusterImagePolicy / ImagePolicy objects of one YAML (or JSON) file.
+pub fn load_file(path: &Path) -> Result<Vec<LoadedDocument>, String> {
     let text =
         std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
     let values: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text)

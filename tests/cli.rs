@@ -328,3 +328,65 @@ fn policy_lint() {
         Some(2)
     );
 }
+
+#[test]
+fn policy_import_then_export_round_trips_through_crio_files() {
+    let h = Harness::start();
+    let k = keys();
+    h.push_signed(&h.build_image("round trip"), "rt/app:v1", &k.signer);
+    h.push_unsigned(&h.build_image("round trip unsigned"), "rt/unsigned:v1");
+    let node_policy = h.signed_by_policy(&h.image("rt"), &k.signer.public_armored);
+
+    // A node's files → a ClusterImagePolicy (keys inlined).
+    let out = imagegate(&[
+        "policy",
+        "import",
+        "--policy",
+        s(&node_policy),
+        "--registries-d",
+        s(h.registries_d()),
+        "--name",
+        "node",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let yaml = text(&out.stdout);
+    assert!(
+        yaml.contains("kind: ClusterImagePolicy") && yaml.contains("keyData:"),
+        "{yaml}"
+    );
+    assert!(yaml.contains(&h.lookaside_url()), "{yaml}");
+    let cip = h.write_file("node.yaml", &yaml);
+    let strict = h.write_file(
+        "strict.yaml",
+        format!(
+            "apiVersion: imagegate.dev/v1alpha1\nkind: ImagePolicy\nmetadata: {{name: other-key, namespace: strict}}\nspec:\n  policy:\n    transports:\n      docker:\n        {scope}: [{{type: signedBy, keyType: GPGKeys, keyPath: {key}}}]\n",
+            scope = h.image("rt"),
+            key = k.wrong.public_armored.display()
+        ),
+    );
+
+    // The documents → CRI-O's files.
+    let dir = h.dir().join("export");
+    let out = imagegate(&[
+        "policy",
+        "export",
+        "--out",
+        s(&dir),
+        "--key-dir",
+        s(&dir.join("keys")),
+        s(&cip),
+        s(&strict),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let registries_d = dir.join("registries.d");
+    let verdict = |policy: &str, image: &str| {
+        h.skopeo_verdict_with(&dir.join(policy), &h.image(image), None, &registries_d)
+            .0
+    };
+    assert!(verdict("policy.json", "rt/app:v1"));
+    assert!(!verdict("policy.json", "rt/unsigned:v1"));
+    // The namespace file composes the cluster's policy with the namespace's.
+    assert!(!verdict("strict.json", "rt/app:v1"));
+    assert!(!verdict("strict.json", "rt/unsigned:v1"));
+    assert!(dir.join("keys").read_dir().unwrap().count() >= 1);
+}

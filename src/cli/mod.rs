@@ -4,6 +4,7 @@
 
 mod commands;
 pub mod output;
+pub mod policy_io;
 pub mod serve;
 
 use std::path::PathBuf;
@@ -39,7 +40,7 @@ pub enum Command {
     StandaloneSign(StandaloneSignArgs),
     /// Sign an image in a registry and store the signatures for a lookaside server.
     Sign(SignArgs),
-    /// Policy documents: lint.
+    /// Policy documents: lint, import from and export to a node's files.
     #[command(subcommand)]
     Policy(PolicyCommand),
     /// Print the CustomResourceDefinitions (YAML).
@@ -57,6 +58,12 @@ pub enum PolicyCommand {
     /// paths, and warnings for scopes that can never match or requirements
     /// that always deny.
     Lint(LintArgs),
+    /// Print a ClusterImagePolicy made from a node's policy.json and
+    /// registries.d (key files inlined as keyData).
+    Import(policy_io::ImportArgs),
+    /// Write policy.json, registries.d and CRI-O per-namespace policies
+    /// that enforce what the given documents enforce.
+    Export(policy_io::ExportArgs),
 }
 
 /// Registry connection flags shared by the commands that talk to registries.
@@ -179,6 +186,8 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::StandaloneSign(a) => commands::standalone_sign(a),
         Command::Sign(a) => commands::sign(a).await,
         Command::Policy(PolicyCommand::Lint(a)) => commands::lint(a),
+        Command::Policy(PolicyCommand::Import(a)) => policy_io::import(a),
+        Command::Policy(PolicyCommand::Export(a)) => policy_io::export(a),
         Command::Serve(a) => serve::serve(*a).await,
         Command::Cert(a) => commands::cert(a),
     };

@@ -12,6 +12,7 @@
 //! - [`keys`]: key sources and how their bytes are read;
 //! - [`lint`](mod@lint): warnings for scopes and requirements that cannot work.
 
+pub mod compose;
 pub mod config;
 pub mod eval;
 pub mod identity;
