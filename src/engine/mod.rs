@@ -553,3 +553,121 @@ impl Progress {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::testserver::{Auth, FakeRegistry};
+    use base64::Engine as _;
+
+    fn fixture(path: &str) -> Vec<u8> {
+        std::fs::read(format!(
+            "{}/tests/fixtures/cimage/{path}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    }
+
+    /// The registry signature API (X-Registry-Supports-Signatures: 1)
+    /// replaces the lookaside entirely; only `schemaVersion: 2`, `type:
+    /// atomic` entries count.
+    #[tokio::test]
+    async fn registry_signature_extension() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let registry = FakeRegistry::start(Auth::None).await;
+        let manifest = fixture("upstream/signature/fixtures/image.manifest.json");
+        let digest = crate::reference::Digest::sha256_of(&manifest).to_string();
+        registry.put(
+            "library/busybox",
+            "latest",
+            "application/vnd.docker.distribution.manifest.v2+json",
+            &manifest,
+        );
+        registry.put(
+            "library/other",
+            "latest",
+            "application/vnd.docker.distribution.manifest.v2+json",
+            &manifest,
+        );
+        registry.set_supports_signatures("1");
+        let signature = base64::engine::general_purpose::STANDARD
+            .encode(fixture("generated/gen-busybox.signature"));
+        let entry = |version: u32| serde_json::json!({"schemaVersion": version, "name": format!("{digest}@x"), "type": "atomic", "content": signature});
+        registry.put_signatures(
+            &format!("library/busybox/signatures/{digest}"),
+            serde_json::json!({"signatures": [entry(2)]})
+                .to_string()
+                .as_bytes(),
+        );
+        registry.put_signatures(
+            &format!("library/other/signatures/{digest}"),
+            serde_json::json!({"signatures": [entry(1)]})
+                .to_string()
+                .as_bytes(),
+        );
+        let key = std::path::PathBuf::from(format!(
+            "{}/tests/fixtures/cimage/upstream/signature/fixtures/public-key.gpg",
+            env!("CARGO_MANIFEST_DIR")
+        ));
+        // The fixture signs docker.io/library/busybox:latest; this registry
+        // is another host, so trust that exact identity.
+        let policy = serde_json::json!({"default": [{"type": "signedBy", "keyType": "GPGKeys", "keyPath": key,
+            "signedIdentity": {"type": "exactReference", "dockerReference": "docker.io/library/busybox:latest"}}]});
+        let document = Arc::new(PolicyDocument {
+            name: "policy.json".into(),
+            generation: 0,
+            mode: Mode::Enforce,
+            policy: Ok(Policy::parse(
+                policy.to_string().as_bytes(),
+                crate::policy::ParseOptions::POLICY_FILE,
+            )
+            .unwrap()),
+        });
+        let engine = Engine::new(
+            EngineConfig {
+                registry: RegistryOptions {
+                    tls_verify: false,
+                    ..RegistryOptions::default()
+                },
+                ..EngineConfig::default()
+            },
+            None,
+        )
+        .unwrap();
+        // A lookaside that would fail every read: it must not be consulted.
+        let registries_d = RegistryConfiguration::from_yaml(
+            b"default-docker: {lookaside: 'http://127.0.0.1:9/never'}",
+        )
+        .unwrap();
+        let keys = crate::policy::FilesystemKeyResolver::new();
+        let ctx = VerifyContext {
+            registries_d: &registries_d,
+            keys: &keys,
+            credentials: &crate::registry::Anonymous,
+            deadline: None,
+        };
+        let v = engine
+            .verify_image(
+                &format!("{}/library/busybox:latest", registry.host()),
+                &[document.clone()],
+                &ctx,
+            )
+            .await;
+        assert!(v.allowed(), "{v:?}");
+        assert_eq!(
+            v.documents[0].instances[0].requirements[0].signatures[0].source,
+            "registry signature API #1"
+        );
+        let v = engine
+            .verify_image(
+                &format!("{}/library/other:latest", registry.host()),
+                &[document],
+                &ctx,
+            )
+            .await;
+        assert_eq!(
+            v.documents[0].reason.as_deref(),
+            Some("A signature was required, but no signature exists")
+        );
+    }
+}

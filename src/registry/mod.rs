@@ -29,7 +29,7 @@ pub mod extension;
 mod transport;
 
 #[cfg(test)]
-mod testserver;
+pub(crate) mod testserver;
 
 pub use auth::{Anonymous, AuthError, AuthFile, CredentialChain, CredentialSource, Credentials};
 pub use client::{FetchedManifest, RegistryClient, RegistryOptions};
