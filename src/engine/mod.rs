@@ -649,7 +649,7 @@ mod tests {
         let v = engine
             .verify_image(
                 &format!("{}/library/busybox:latest", registry.host()),
-                &[document.clone()],
+                std::slice::from_ref(&document),
                 &ctx,
             )
             .await;
