@@ -101,7 +101,7 @@ matchExpressions:
     values:
       - "true"
 {{- with .Values.webhook.namespaceSelectorExpressions }}
-{{ toYaml . }}
+{{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end -}}
 
