@@ -149,16 +149,17 @@ def pod_specs(objs: list[dict]) -> list[tuple[str, dict]]:
 
 
 def imagegate_binary() -> Path | None:
-    """A built imagegate binary: $IMAGEGATE_BIN, else the debug build in
-    $CARGO_TARGET_DIR or target/. None when there is none."""
+    """The imagegate binary named by $IMAGEGATE_BIN (built from the same
+    commit: a stale binary in a target directory would make the checks that
+    use it meaningless). None when unset."""
     explicit = os.environ.get("IMAGEGATE_BIN")
-    if explicit:
-        return Path(explicit)
-    target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
-    for candidate in (target / "debug" / "imagegate", target / "release" / "imagegate"):
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return candidate
-    return None
+    if not explicit:
+        return None
+    path = Path(explicit)
+    if not path.is_absolute():
+        path = ROOT / path
+    assert path.is_file() and os.access(path, os.X_OK), f"IMAGEGATE_BIN={explicit} is not an executable file"
+    return path
 
 
 def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:

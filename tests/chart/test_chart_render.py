@@ -315,7 +315,7 @@ def test_rendered_policies_pass_imagegates_strict_parser(tmp_path):
     binary whose lint works (the test checks that on a known-good file)."""
     binary = imagegate_binary()
     if binary is None:
-        pytest.skip("no imagegate binary built (set IMAGEGATE_BIN or build the debug binary)")
+        pytest.skip("set IMAGEGATE_BIN to a built imagegate binary to run this check")
     probe = tmp_path / "probe.json"
     probe.write_text('{"default":[{"type":"reject"}]}')
     if run([str(binary), "policy", "lint", str(probe)]).returncode != 0:

@@ -279,7 +279,7 @@ def test_serve_flags_exist_in_the_binary():
 
     binary = imagegate_binary()
     if binary is None:
-        pytest.skip("no imagegate binary built (set IMAGEGATE_BIN or build the debug binary)")
+        pytest.skip("set IMAGEGATE_BIN to a built imagegate binary to run this check")
     result = run([str(binary), "serve", "--help"])
     if result.returncode != 0:
         pytest.skip("this imagegate build has no `serve` subcommand yet")
