@@ -16,7 +16,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/lib.sh
 
 # `tests` goes last so the test runner's summary is the run's last word.
-STEPS=(fmt clippy demo_setup tests)
+STEPS=(fmt clippy demo chart tests)
 
 step_deps() {
   ensure_apt_packages "${IMAGEGATE_APT_PACKAGES[@]}"
@@ -43,10 +43,15 @@ step_tests() {
   fi
 }
 
-# The demo's environment (registry, lookaside, keys, images, policy) and
-# skopeo's reference verdicts on it, so scripts/demo.sh cannot rot.
-step_demo_setup() {
-  scripts/demo.sh --setup-only
+# The README's first command, whole (CLI and webhook verdicts next to
+# skopeo's), so it cannot rot.
+step_demo() {
+  scripts/demo.sh
+}
+
+# The Helm chart, Dockerfile and docs (pytest in a venv the script makes).
+step_chart() {
+  scripts/test-chart.sh -q
 }
 
 # Runs one step in a subshell with errexit in force and leaves its exit
