@@ -16,6 +16,7 @@ pub mod certs;
 pub mod cli;
 pub mod crd;
 pub mod engine;
+pub mod gofmt;
 pub mod manifest;
 pub mod metrics;
 pub mod policy;

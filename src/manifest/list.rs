@@ -26,22 +26,13 @@ use super::ManifestError;
 use crate::reference::Digest;
 use crate::strictjson::{self, JsonValue};
 
-/// `application/vnd.docker.distribution.manifest.v1+json`.
-pub const DOCKER_V2_SCHEMA1_MEDIA_TYPE: &str =
-    "application/vnd.docker.distribution.manifest.v1+json";
-/// `application/vnd.docker.distribution.manifest.v1+prettyjws`.
-pub const DOCKER_V2_SCHEMA1_SIGNED_MEDIA_TYPE: &str =
-    "application/vnd.docker.distribution.manifest.v1+prettyjws";
-/// `application/vnd.docker.distribution.manifest.v2+json`.
-pub const DOCKER_V2_SCHEMA2_MEDIA_TYPE: &str =
-    "application/vnd.docker.distribution.manifest.v2+json";
-/// `application/vnd.docker.distribution.manifest.list.v2+json`.
-pub const DOCKER_V2_LIST_MEDIA_TYPE: &str =
-    "application/vnd.docker.distribution.manifest.list.v2+json";
-/// `application/vnd.oci.image.manifest.v1+json`.
-pub const OCI_MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
-/// `application/vnd.oci.image.index.v1+json`.
-pub const OCI_INDEX_MEDIA_TYPE: &str = "application/vnd.oci.image.index.v1+json";
+// The media types are the manifest module's; these names are the ones the
+// list code and its callers use.
+pub use super::{
+    DOCKER_V2_LIST_MEDIA_TYPE, DOCKER_V2_SCHEMA1_MEDIA_TYPE, DOCKER_V2_SCHEMA1_SIGNED_MEDIA_TYPE,
+    DOCKER_V2_SCHEMA2_MEDIA_TYPE, OCI_IMAGE_INDEX_MEDIA_TYPE as OCI_INDEX_MEDIA_TYPE,
+    OCI_IMAGE_MANIFEST_MEDIA_TYPE as OCI_MANIFEST_MEDIA_TYPE,
+};
 
 /// Index-entry annotation marking an instance whose layers are zstd-compressed
 /// (`OCI1InstanceAnnotationCompressionZSTD`); its value must be `"true"`.

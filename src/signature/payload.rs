@@ -312,46 +312,7 @@ fn go_float_v(f: f64) -> String {
     }
 }
 
-/// Go's `%q` for a string: double-quoted with Go escapes; printable
-/// Unicode is kept as is.
-pub(crate) fn go_quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\u{7}' => out.push_str("\\a"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{b}' => out.push_str("\\v"),
-            c if is_go_printable(c) => out.push(c),
-            c if (c as u32) < 0x80 => out.push_str(&format!("\\x{:02x}", c as u32)),
-            c if (c as u32) < 0x10000 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push_str(&format!("\\U{:08x}", c as u32)),
-        }
-    }
-    out.push('"');
-    out
-}
-
-/// An approximation of Go's `strconv.IsPrint`: not a control character,
-/// not a separator other than U+0020, not a private-use or unassigned
-/// special; close enough for the keys and digests quoted here.
-fn is_go_printable(c: char) -> bool {
-    !(c.is_control()
-        || matches!(
-            c,
-            '\u{a0}' | '\u{ad}' | '\u{2028}' | '\u{2029}' | '\u{feff}'
-        )
-        || ('\u{2000}'..='\u{200f}').contains(&c)
-        || ('\u{e000}'..='\u{f8ff}').contains(&c)
-        || c == '\u{fffe}'
-        || c == '\u{ffff}')
-}
+use crate::gofmt::go_quote;
 
 /// Appends `s` as a JSON string the way Go's `encoding/json` writes it:
 /// `<`, `>`, `&`, U+2028 and U+2029 are escaped as `\u00XX`/`\u20XX`,
