@@ -1164,7 +1164,6 @@ fn watch_response(body: Body) -> Response {
     Response::builder()
         .status(200)
         .header("content-type", "application/json")
-        .header("transfer-encoding", "chunked")
         .body(body)
         .expect("response")
 }
@@ -1304,4 +1303,23 @@ pub fn secret(namespace: &str, name: &str, type_: &str, data: &[(&str, &[u8])]) 
         "type": type_,
         "data": data,
     })
+}
+
+/// Polls `check` every 20 ms until it holds; panics after 15 s naming `what`.
+pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while !check() {
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Awaits `fut`; panics after 15 s naming `what` (a hung test fails).
+pub async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(Duration::from_secs(15), fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out waiting for: {what}"),
+    }
 }
