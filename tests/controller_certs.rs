@@ -12,7 +12,7 @@ use fake_apiserver::{FakeApiServer, Gvr, secret};
 use http::Method;
 use imagegate::certs::{generate_ca, issue_serving_cert};
 use imagegate::controller::certs::{
-    BundleAction, CertConfig, CertManager, CertMaterial, SecretAction, assess, Assessment,
+    Assessment, BundleAction, CertConfig, CertManager, CertMaterial, SecretAction, assess,
 };
 use serde_json::{Value, json};
 
@@ -47,11 +47,21 @@ fn webhook_config(kind: &str, name: &str, hooks: &[&str], bundle: Option<&str>) 
 fn install_webhooks(fake: &FakeApiServer) {
     fake.insert(
         &Gvr::validating_webhooks(),
-        webhook_config("ValidatingWebhookConfiguration", "imagegate", &["pods.imagegate.dev", "workloads.imagegate.dev"], None),
+        webhook_config(
+            "ValidatingWebhookConfiguration",
+            "imagegate",
+            &["pods.imagegate.dev", "workloads.imagegate.dev"],
+            None,
+        ),
     );
     fake.insert(
         &Gvr::mutating_webhooks(),
-        webhook_config("MutatingWebhookConfiguration", "imagegate-pin", &["pin.imagegate.dev"], Some("stale")),
+        webhook_config(
+            "MutatingWebhookConfiguration",
+            "imagegate-pin",
+            &["pin.imagegate.dev"],
+            Some("stale"),
+        ),
     );
 }
 
@@ -68,14 +78,19 @@ fn bundles(obj: &Value) -> Vec<String> {
 }
 
 fn secret_material(fake: &FakeApiServer) -> CertMaterial {
-    let s = fake.get(&Gvr::secrets(), Some(NS), "imagegate-tls").expect("secret");
+    let s = fake
+        .get(&Gvr::secrets(), Some(NS), "imagegate-tls")
+        .expect("secret");
     let s: k8s_openapi::api::core::v1::Secret = serde_json::from_value(s).unwrap();
     assert_eq!(s.type_.as_deref(), Some("kubernetes.io/tls"));
     CertMaterial::from_secret(&s).expect("all four keys")
 }
 
 fn names() -> Vec<String> {
-    vec!["imagegate.imagegate-system.svc".into(), "imagegate.imagegate-system.svc.cluster.local".into()]
+    vec![
+        "imagegate.imagegate-system.svc".into(),
+        "imagegate.imagegate-system.svc.cluster.local".into(),
+    ]
 }
 
 fn material(ca_days: i64, leaf_days: i64) -> CertMaterial {
@@ -128,13 +143,29 @@ async fn creates_secret_writes_files_and_patches_both_configurations() {
 
     let m = secret_material(&fake);
     assert_eq!(assess(&m, &names(), MONTH, now()), Assessment::Valid);
-    for (file, content) in [("tls.crt", &m.tls_crt), ("tls.key", &m.tls_key), ("ca.crt", &m.ca_bundle)] {
-        assert_eq!(&std::fs::read_to_string(dir.path().join(file)).unwrap(), content, "{file}");
+    for (file, content) in [
+        ("tls.crt", &m.tls_crt),
+        ("tls.key", &m.tls_key),
+        ("ca.crt", &m.ca_bundle),
+    ] {
+        assert_eq!(
+            &std::fs::read_to_string(dir.path().join(file)).unwrap(),
+            content,
+            "{file}"
+        );
     }
-    let v = fake.get(&Gvr::validating_webhooks(), None, "imagegate").unwrap();
-    assert_eq!(bundles(&v), [m.ca_bundle.clone(), m.ca_bundle.clone()], "every webhook");
-    let mw = fake.get(&Gvr::mutating_webhooks(), None, "imagegate-pin").unwrap();
-    assert_eq!(bundles(&mw), [m.ca_bundle.clone()]);
+    let v = fake
+        .get(&Gvr::validating_webhooks(), None, "imagegate")
+        .unwrap();
+    assert_eq!(
+        bundles(&v),
+        [m.ca_bundle.clone(), m.ca_bundle.clone()],
+        "every webhook"
+    );
+    let mw = fake
+        .get(&Gvr::mutating_webhooks(), None, "imagegate-pin")
+        .unwrap();
+    assert_eq!(bundles(&mw), std::slice::from_ref(&m.ca_bundle));
 
     // The server loads the pair.
     let files = imagegate::server::TlsFiles {
@@ -144,20 +175,33 @@ async fn creates_secret_writes_files_and_patches_both_configurations() {
     imagegate::server::tls::load(&files).await.unwrap();
 
     // A second pass changes nothing.
-    let updates_before = fake.requests().iter().filter(|r| r.method == Method::PUT).count();
+    let updates_before = fake
+        .requests()
+        .iter()
+        .filter(|r| r.method == Method::PUT)
+        .count();
     let report = manager.reconcile().await.unwrap();
     assert_eq!(report.secret, SecretAction::Unchanged);
     assert!(!report.files_written);
     assert_eq!(report.validating, Some(BundleAction::Unchanged));
     assert_eq!(report.mutating, Some(BundleAction::Unchanged));
-    assert_eq!(fake.requests().iter().filter(|r| r.method == Method::PUT).count(), updates_before);
+    assert_eq!(
+        fake.requests()
+            .iter()
+            .filter(|r| r.method == Method::PUT)
+            .count(),
+        updates_before
+    );
 }
 
 #[tokio::test]
 async fn missing_configurations_are_reported_not_fatal() {
     let fake = FakeApiServer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let report = CertManager::new(fake.client(), NS, config(dir.path())).reconcile().await.unwrap();
+    let report = CertManager::new(fake.client(), NS, config(dir.path()))
+        .reconcile()
+        .await
+        .unwrap();
     assert_eq!(report.validating, Some(BundleAction::NotFound));
     assert_eq!(report.mutating, Some(BundleAction::NotFound));
 }
@@ -169,15 +213,26 @@ async fn serving_certificate_near_expiry_is_reissued_by_the_same_ca() {
     let old = material(3650, 10);
     insert_material(&fake, &old);
     let dir = tempfile::tempdir().unwrap();
-    let report = CertManager::new(fake.client(), NS, config(dir.path())).reconcile().await.unwrap();
-    assert!(matches!(&report.secret, SecretAction::Updated(r) if r.contains("serving certificate expires")), "{report:?}");
+    let report = CertManager::new(fake.client(), NS, config(dir.path()))
+        .reconcile()
+        .await
+        .unwrap();
+    assert!(
+        matches!(&report.secret, SecretAction::Updated(r) if r.contains("serving certificate expires")),
+        "{report:?}"
+    );
     let m = secret_material(&fake);
     assert_ne!(m.tls_crt, old.tls_crt);
     assert_eq!(m.ca_bundle, old.ca_bundle, "the CA is kept");
     assert_eq!(m.ca_key, old.ca_key);
     assert_eq!(assess(&m, &names(), MONTH, now()), Assessment::Valid);
-    assert_eq!(std::fs::read_to_string(dir.path().join("tls.crt")).unwrap(), m.tls_crt);
-    let v = fake.get(&Gvr::validating_webhooks(), None, "imagegate").unwrap();
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("tls.crt")).unwrap(),
+        m.tls_crt
+    );
+    let v = fake
+        .get(&Gvr::validating_webhooks(), None, "imagegate")
+        .unwrap();
     assert_eq!(bundles(&v)[0], old.ca_bundle);
 }
 
@@ -188,15 +243,26 @@ async fn ca_near_expiry_is_replaced_and_the_old_one_stays_trusted() {
     let old = material(20, 10);
     insert_material(&fake, &old);
     let dir = tempfile::tempdir().unwrap();
-    let report = CertManager::new(fake.client(), NS, config(dir.path())).reconcile().await.unwrap();
-    assert!(matches!(&report.secret, SecretAction::Updated(r) if r.contains("CA expires")), "{report:?}");
+    let report = CertManager::new(fake.client(), NS, config(dir.path()))
+        .reconcile()
+        .await
+        .unwrap();
+    assert!(
+        matches!(&report.secret, SecretAction::Updated(r) if r.contains("CA expires")),
+        "{report:?}"
+    );
     let m = secret_material(&fake);
     assert_ne!(m.ca_key, old.ca_key);
-    assert!(m.ca_bundle.ends_with(&old.ca_bundle), "old CA kept after the new one");
+    assert!(
+        m.ca_bundle.ends_with(&old.ca_bundle),
+        "old CA kept after the new one"
+    );
     assert!(!m.ca_bundle.starts_with(&old.ca_bundle));
     assert_eq!(assess(&m, &names(), MONTH, now()), Assessment::Valid);
-    let mw = fake.get(&Gvr::mutating_webhooks(), None, "imagegate-pin").unwrap();
-    assert_eq!(bundles(&mw), [m.ca_bundle.clone()]);
+    let mw = fake
+        .get(&Gvr::mutating_webhooks(), None, "imagegate-pin")
+        .unwrap();
+    assert_eq!(bundles(&mw), std::slice::from_ref(&m.ca_bundle));
 }
 
 #[tokio::test]
@@ -207,24 +273,43 @@ async fn losing_the_race_adopts_the_winners_certificate() {
     let winner = material(3650, 365);
     let w = winner.clone();
     // Another replica rotates between our read and our update.
-    fake.before_next(Method::PUT, "/api/v1/namespaces/imagegate-system/secrets/imagegate-tls", move |f| {
-        f.modify(&Gvr::secrets(), Some(NS), "imagegate-tls", |s| {
-            let enc = |t: &str| json!(base64::engine::general_purpose::STANDARD.encode(t));
-            s["data"]["tls.crt"] = enc(&w.tls_crt);
-            s["data"]["tls.key"] = enc(&w.tls_key);
-            s["data"]["ca.crt"] = enc(&w.ca_bundle);
-            s["data"]["ca.key"] = enc(&w.ca_key);
-        });
-    });
+    fake.before_next(
+        Method::PUT,
+        "/api/v1/namespaces/imagegate-system/secrets/imagegate-tls",
+        move |f| {
+            f.modify(&Gvr::secrets(), Some(NS), "imagegate-tls", |s| {
+                let enc = |t: &str| json!(base64::engine::general_purpose::STANDARD.encode(t));
+                s["data"]["tls.crt"] = enc(&w.tls_crt);
+                s["data"]["tls.key"] = enc(&w.tls_key);
+                s["data"]["ca.crt"] = enc(&w.ca_bundle);
+                s["data"]["ca.key"] = enc(&w.ca_key);
+            });
+        },
+    );
     let dir = tempfile::tempdir().unwrap();
-    let report = CertManager::new(fake.client(), NS, config(dir.path())).reconcile().await.unwrap();
+    let report = CertManager::new(fake.client(), NS, config(dir.path()))
+        .reconcile()
+        .await
+        .unwrap();
     assert_eq!(report.conflicts, 1);
-    assert_eq!(report.secret, SecretAction::Unchanged, "the winner's material is valid");
-    let puts = fake.requests_to(&Method::PUT, "/api/v1/namespaces/imagegate-system/secrets/imagegate-tls");
+    assert_eq!(
+        report.secret,
+        SecretAction::Unchanged,
+        "the winner's material is valid"
+    );
+    let puts = fake.requests_to(
+        &Method::PUT,
+        "/api/v1/namespaces/imagegate-system/secrets/imagegate-tls",
+    );
     assert_eq!(puts.iter().map(|r| r.status).collect::<Vec<_>>(), [409]);
     assert_eq!(secret_material(&fake), winner);
-    assert_eq!(std::fs::read_to_string(dir.path().join("tls.crt")).unwrap(), winner.tls_crt);
-    let v = fake.get(&Gvr::validating_webhooks(), None, "imagegate").unwrap();
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("tls.crt")).unwrap(),
+        winner.tls_crt
+    );
+    let v = fake
+        .get(&Gvr::validating_webhooks(), None, "imagegate")
+        .unwrap();
     assert_eq!(bundles(&v)[0], winner.ca_bundle);
 }
 
@@ -242,13 +327,24 @@ async fn webhook_configuration_conflict_is_retried() {
         },
     );
     let dir = tempfile::tempdir().unwrap();
-    let report = CertManager::new(fake.client(), NS, config(dir.path())).reconcile().await.unwrap();
+    let report = CertManager::new(fake.client(), NS, config(dir.path()))
+        .reconcile()
+        .await
+        .unwrap();
     assert_eq!(report.validating, Some(BundleAction::Patched));
-    let v = fake.get(&Gvr::validating_webhooks(), None, "imagegate").unwrap();
-    assert_eq!(v["metadata"]["labels"]["touched"], "by-someone-else", "the other write survives");
+    let v = fake
+        .get(&Gvr::validating_webhooks(), None, "imagegate")
+        .unwrap();
+    assert_eq!(
+        v["metadata"]["labels"]["touched"], "by-someone-else",
+        "the other write survives"
+    );
     assert_eq!(bundles(&v)[0], secret_material(&fake).ca_bundle);
     let statuses: Vec<u16> = fake
-        .requests_to(&Method::PUT, "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/imagegate")
+        .requests_to(
+            &Method::PUT,
+            "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/imagegate",
+        )
         .iter()
         .map(|r| r.status)
         .collect();
@@ -264,11 +360,17 @@ async fn concurrent_creation_yields_one_secret() {
     let b = CertManager::new(fake.client(), NS, config(b_dir.path()));
     let (ra, rb) = tokio::join!(a.reconcile(), b.reconcile());
     let (ra, rb) = (ra.unwrap(), rb.unwrap());
-    let created = [&ra, &rb].iter().filter(|r| r.secret == SecretAction::Created).count();
+    let created = [&ra, &rb]
+        .iter()
+        .filter(|r| r.secret == SecretAction::Created)
+        .count();
     assert_eq!(created, 1, "{ra:?} {rb:?}");
     let m = secret_material(&fake);
     for d in [&a_dir, &b_dir] {
-        assert_eq!(std::fs::read_to_string(d.path().join("tls.crt")).unwrap(), m.tls_crt);
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("tls.crt")).unwrap(),
+            m.tls_crt
+        );
     }
 }
 
@@ -277,15 +379,25 @@ async fn create_conflict_rereads_the_other_replicas_secret() {
     let fake = FakeApiServer::start().await;
     let winner = material(3650, 365);
     let w = winner.clone();
-    fake.before_next(Method::POST, "/api/v1/namespaces/imagegate-system/secrets", move |f| {
-        insert_material(f, &w);
-    });
+    fake.before_next(
+        Method::POST,
+        "/api/v1/namespaces/imagegate-system/secrets",
+        move |f| {
+            insert_material(f, &w);
+        },
+    );
     let dir = tempfile::tempdir().unwrap();
-    let report = CertManager::new(fake.client(), NS, config(dir.path())).reconcile().await.unwrap();
+    let report = CertManager::new(fake.client(), NS, config(dir.path()))
+        .reconcile()
+        .await
+        .unwrap();
     assert_eq!(report.conflicts, 1);
     assert_eq!(report.secret, SecretAction::Unchanged);
     assert_eq!(secret_material(&fake), winner);
-    assert_eq!(std::fs::read_to_string(dir.path().join("ca.crt")).unwrap(), winner.ca_bundle);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("ca.crt")).unwrap(),
+        winner.ca_bundle
+    );
 }
 
 #[tokio::test]
@@ -298,7 +410,10 @@ async fn followers_sync_files_from_the_secret() {
     insert_material(&fake, &m);
     assert!(follower.sync_files().await.unwrap());
     assert!(!follower.sync_files().await.unwrap());
-    assert_eq!(std::fs::read_to_string(dir.path().join("tls.key")).unwrap(), m.tls_key);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("tls.key")).unwrap(),
+        m.tls_key
+    );
     assert!(
         fake.requests().iter().all(|r| r.method == Method::GET),
         "a follower never writes"

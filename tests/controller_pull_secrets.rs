@@ -24,7 +24,12 @@ fn b64(s: &str) -> String {
 fn dockerconfigjson(entries: &[(&str, &str)]) -> Vec<u8> {
     let auths: serde_json::Map<String, serde_json::Value> = entries
         .iter()
-        .map(|(host, user)| (host.to_string(), json!({"auth": b64(&format!("{user}:pw-{user}"))})))
+        .map(|(host, user)| {
+            (
+                host.to_string(),
+                json!({"auth": b64(&format!("{user}:pw-{user}"))}),
+            )
+        })
         .collect();
     serde_json::to_vec(&json!({ "auths": auths })).unwrap()
 }
@@ -70,9 +75,24 @@ fn pod(ns: &str, secrets: &[&str], sa: Option<&str>) -> PodPullContext {
 #[tokio::test]
 async fn pod_then_service_account_then_own() {
     let fake = FakeApiServer::start().await;
-    add_config_secret(&fake, "app", "pod-creds", &[("registry.example.com", "pod-user")]);
-    add_config_secret(&fake, "app", "sa-creds", &[("registry.example.com", "sa-user")]);
-    add_config_secret(&fake, OWN_NS, "fallback", &[("registry.example.com", "own-user")]);
+    add_config_secret(
+        &fake,
+        "app",
+        "pod-creds",
+        &[("registry.example.com", "pod-user")],
+    );
+    add_config_secret(
+        &fake,
+        "app",
+        "sa-creds",
+        &[("registry.example.com", "sa-user")],
+    );
+    add_config_secret(
+        &fake,
+        OWN_NS,
+        "fallback",
+        &[("registry.example.com", "own-user")],
+    );
     fake.insert(
         &Gvr::service_accounts(),
         json!({"apiVersion": "v1", "kind": "ServiceAccount",
@@ -82,7 +102,10 @@ async fn pod_then_service_account_then_own() {
     let r = resolver(&fake, &["fallback"], Duration::from_secs(30));
 
     let c = r
-        .credentials(&pod("app", &["pod-creds"], Some("builder")), "registry.example.com/team/app")
+        .credentials(
+            &pod("app", &["pod-creds"], Some("builder")),
+            "registry.example.com/team/app",
+        )
         .await
         .unwrap();
     assert_eq!(users(&c), ["pod-user", "sa-user", "own-user"]);
@@ -91,21 +114,30 @@ async fn pod_then_service_account_then_own() {
 
     // No ServiceAccount named: the namespace's `default` one (absent here).
     let c = r
-        .credentials(&pod("app", &["pod-creds"], None), "registry.example.com/team/app")
+        .credentials(
+            &pod("app", &["pod-creds"], None),
+            "registry.example.com/team/app",
+        )
         .await
         .unwrap();
     assert_eq!(users(&c), ["pod-user", "own-user"]);
 
     // A missing pod secret is skipped, as the kubelet does.
     let c = r
-        .credentials(&pod("app", &["nope"], Some("builder")), "registry.example.com/x")
+        .credentials(
+            &pod("app", &["nope"], Some("builder")),
+            "registry.example.com/x",
+        )
         .await
         .unwrap();
     assert_eq!(users(&c), ["sa-user", "own-user"]);
 
     // Other hosts get nothing.
     let c = r
-        .credentials(&pod("app", &["pod-creds"], Some("builder")), "other.example.com/x")
+        .credentials(
+            &pod("app", &["pod-creds"], Some("builder")),
+            "other.example.com/x",
+        )
         .await
         .unwrap();
     assert!(c.is_empty());
@@ -132,8 +164,14 @@ async fn kubelet_host_matching_through_secrets() {
         let p = &p;
         async move { users(&r.credentials(p, img).await.unwrap()) }
     };
-    assert_eq!(look("registry.example.com/team/app").await, ["team", "plain", "wild"]);
-    assert_eq!(look("registry.example.com/solo/app").await, ["plain", "wild"]);
+    assert_eq!(
+        look("registry.example.com/team/app").await,
+        ["team", "plain", "wild"]
+    );
+    assert_eq!(
+        look("registry.example.com/solo/app").await,
+        ["plain", "wild"]
+    );
     assert_eq!(look("registry.example.com:5000/team/app").await, ["port"]);
     assert_eq!(look("mirror.example.com/app").await, ["wild"]);
     assert!(look("example.com/app").await.is_empty());
@@ -147,7 +185,15 @@ async fn legacy_dockercfg_and_other_secret_types() {
         "https://legacy.example.com": {"auth": b64("old:timer"), "email": "x@example.com"}
     }))
     .unwrap();
-    fake.insert(&Gvr::secrets(), secret("app", "legacy", "kubernetes.io/dockercfg", &[(".dockercfg", &cfg)]));
+    fake.insert(
+        &Gvr::secrets(),
+        secret(
+            "app",
+            "legacy",
+            "kubernetes.io/dockercfg",
+            &[(".dockercfg", &cfg)],
+        ),
+    );
     // Right key, wrong type: ignored, as the kubelet ignores it.
     fake.insert(
         &Gvr::secrets(),
@@ -155,12 +201,18 @@ async fn legacy_dockercfg_and_other_secret_types() {
             "app",
             "opaque",
             "Opaque",
-            &[(".dockerconfigjson", &dockerconfigjson(&[("legacy.example.com", "opaque")]))],
+            &[(
+                ".dockerconfigjson",
+                &dockerconfigjson(&[("legacy.example.com", "opaque")]),
+            )],
         ),
     );
     let r = resolver(&fake, &[], Duration::from_secs(30));
     let c = r
-        .credentials(&pod("app", &["opaque", "legacy"], None), "legacy.example.com/a/b")
+        .credentials(
+            &pod("app", &["opaque", "legacy"], None),
+            "legacy.example.com/a/b",
+        )
         .await
         .unwrap();
     assert_eq!(users(&c), ["old"]);
@@ -172,7 +224,12 @@ async fn malformed_secret_is_an_error() {
     let fake = FakeApiServer::start().await;
     fake.insert(
         &Gvr::secrets(),
-        secret("app", "bad", "kubernetes.io/dockerconfigjson", &[(".dockerconfigjson", b"{not json")]),
+        secret(
+            "app",
+            "bad",
+            "kubernetes.io/dockerconfigjson",
+            &[(".dockerconfigjson", b"{not json")],
+        ),
     );
     let r = resolver(&fake, &[], Duration::from_secs(30));
     let err = r
@@ -181,7 +238,10 @@ async fn malformed_secret_is_an_error() {
         .unwrap_err();
     let PullSecretError::Malformed { secret, reason } = &err;
     assert_eq!(secret, "secret app/bad");
-    assert!(reason.starts_with(".dockerconfigjson: invalid JSON"), "{reason}");
+    assert!(
+        reason.starts_with(".dockerconfigjson: invalid JSON"),
+        "{reason}"
+    );
 }
 
 #[tokio::test]
@@ -191,12 +251,21 @@ async fn secrets_are_cached_then_reread() {
     let r = resolver(&fake, &[], Duration::from_secs(3600));
     let p = pod("app", &["creds"], None);
     for _ in 0..3 {
-        assert_eq!(users(&r.credentials(&p, "registry.example.com/x").await.unwrap()), ["v1"]);
+        assert_eq!(
+            users(&r.credentials(&p, "registry.example.com/x").await.unwrap()),
+            ["v1"]
+        );
     }
-    let reads = fake.requests_to(&Method::GET, "/api/v1/namespaces/app/secrets/creds").len();
+    let reads = fake
+        .requests_to(&Method::GET, "/api/v1/namespaces/app/secrets/creds")
+        .len();
     assert_eq!(reads, 1, "read once, then served from the cache");
     assert_eq!(
-        fake.requests_to(&Method::GET, "/api/v1/namespaces/app/serviceaccounts/default").len(),
+        fake.requests_to(
+            &Method::GET,
+            "/api/v1/namespaces/app/serviceaccounts/default"
+        )
+        .len(),
         1
     );
     assert!(
@@ -205,24 +274,48 @@ async fn secrets_are_cached_then_reread() {
     );
 
     fake.modify(&Gvr::secrets(), Some("app"), "creds", |s| {
-        s["data"][".dockerconfigjson"] = json!(b64(
-            std::str::from_utf8(&dockerconfigjson(&[("registry.example.com", "v2")])).unwrap()
-        ));
+        s["data"][".dockerconfigjson"] = json!(b64(std::str::from_utf8(&dockerconfigjson(&[(
+            "registry.example.com",
+            "v2"
+        )]))
+        .unwrap()));
     });
-    assert_eq!(users(&r.credentials(&p, "registry.example.com/x").await.unwrap()), ["v1"]);
+    assert_eq!(
+        users(&r.credentials(&p, "registry.example.com/x").await.unwrap()),
+        ["v1"]
+    );
     r.invalidate();
-    assert_eq!(users(&r.credentials(&p, "registry.example.com/x").await.unwrap()), ["v2"]);
+    assert_eq!(
+        users(&r.credentials(&p, "registry.example.com/x").await.unwrap()),
+        ["v2"]
+    );
 
     // With a short time to live, the change is picked up on its own.
     let short = resolver(&fake, &[], Duration::from_millis(50));
-    assert_eq!(users(&short.credentials(&p, "registry.example.com/x").await.unwrap()), ["v2"]);
+    assert_eq!(
+        users(
+            &short
+                .credentials(&p, "registry.example.com/x")
+                .await
+                .unwrap()
+        ),
+        ["v2"]
+    );
     fake.modify(&Gvr::secrets(), Some("app"), "creds", |s| {
-        s["data"][".dockerconfigjson"] = json!(b64(
-            std::str::from_utf8(&dockerconfigjson(&[("registry.example.com", "v3")])).unwrap()
-        ));
+        s["data"][".dockerconfigjson"] = json!(b64(std::str::from_utf8(&dockerconfigjson(&[(
+            "registry.example.com",
+            "v3"
+        )]))
+        .unwrap()));
     });
     within("the cache entry to expire", async {
-        while users(&short.credentials(&p, "registry.example.com/x").await.unwrap()) != ["v3"] {
+        while users(
+            &short
+                .credentials(&p, "registry.example.com/x")
+                .await
+                .unwrap(),
+        ) != ["v3"]
+        {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })

@@ -87,10 +87,16 @@ async fn status_written_once_per_change() {
     let fake = FakeApiServer::start().await;
     let mut policy = signed("aa11");
     policy["warn"] = json!(["scope docker:x can never match"]);
-    fake.insert(&Gvr::cluster_image_policies(), cluster_policy("base", policy));
+    fake.insert(
+        &Gvr::cluster_image_policies(),
+        cluster_policy("base", policy),
+    );
     let (controller, _compiler) = start(&fake);
 
-    eventually("status of base", || status_of(&fake, "base")["observedGeneration"] == 1).await;
+    eventually("status of base", || {
+        status_of(&fake, "base")["observedGeneration"] == 1
+    })
+    .await;
     let s = status_of(&fake, "base");
     assert_eq!(ready(&s).0, "True");
     assert_eq!(ready(&s).1, "Valid");
@@ -99,22 +105,38 @@ async fn status_written_once_per_change() {
     assert_eq!(s["warnings"], json!(["scope docker:x can never match"]));
     let patches = fake.requests_to(&Method::PATCH, BASE_STATUS);
     assert_eq!(patches.len(), 1);
-    assert_eq!(patches[0].content_type.as_deref(), Some("application/merge-patch+json"));
+    assert_eq!(
+        patches[0].content_type.as_deref(),
+        Some("application/merge-patch+json")
+    );
 
     // A metadata-only change: a new event, the same desired status.
     fake.modify(&Gvr::cluster_image_policies(), None, "base", |o| {
         o["metadata"]["labels"] = json!({"team": "platform"});
     });
     // Another document's first status marks a full pass after that event.
-    fake.insert(&Gvr::cluster_image_policies(), cluster_policy("other", signed("bb22")));
-    eventually("status of other", || status_of(&fake, "other")["observedGeneration"] == 1).await;
-    assert_eq!(fake.requests_to(&Method::PATCH, BASE_STATUS).len(), 1, "unchanged status is not rewritten");
+    fake.insert(
+        &Gvr::cluster_image_policies(),
+        cluster_policy("other", signed("bb22")),
+    );
+    eventually("status of other", || {
+        status_of(&fake, "other")["observedGeneration"] == 1
+    })
+    .await;
+    assert_eq!(
+        fake.requests_to(&Method::PATCH, BASE_STATUS).len(),
+        1,
+        "unchanged status is not rewritten"
+    );
 
     // A spec change: generation 2, written once more; the stale warning is cleared.
     fake.modify(&Gvr::cluster_image_policies(), None, "base", |o| {
         o["spec"]["policy"] = signed("cc33");
     });
-    eventually("generation 2 observed", || status_of(&fake, "base")["observedGeneration"] == 2).await;
+    eventually("generation 2 observed", || {
+        status_of(&fake, "base")["observedGeneration"] == 2
+    })
+    .await;
     let s = status_of(&fake, "base");
     assert_eq!(s["keys"][0]["fingerprint"], "CC33");
     assert!(s.get("warnings").is_none(), "cleared: {s}");
@@ -122,7 +144,10 @@ async fn status_written_once_per_change() {
     fake.modify(&Gvr::cluster_image_policies(), None, "other", |o| {
         o["spec"]["policy"] = signed("dd44");
     });
-    eventually("other generation 2", || status_of(&fake, "other")["observedGeneration"] == 2).await;
+    eventually("other generation 2", || {
+        status_of(&fake, "other")["observedGeneration"] == 2
+    })
+    .await;
     assert_eq!(fake.requests_to(&Method::PATCH, BASE_STATUS).len(), 2);
     assert_eq!(fake.requests_to(&Method::PATCH, OTHER_STATUS).len(), 2);
 
@@ -130,7 +155,10 @@ async fn status_written_once_per_change() {
     fake.modify(&Gvr::cluster_image_policies(), None, "base", |o| {
         o["status"] = json!({"observedGeneration": 99});
     });
-    eventually("status repaired", || status_of(&fake, "base")["observedGeneration"] == 2).await;
+    eventually("status repaired", || {
+        status_of(&fake, "base")["observedGeneration"] == 2
+    })
+    .await;
     assert_eq!(fake.requests_to(&Method::PATCH, BASE_STATUS).len(), 3);
     controller.shutdown().await;
 }
@@ -138,25 +166,43 @@ async fn status_written_once_per_change() {
 #[tokio::test]
 async fn invalid_generation_keeps_serving_the_last_valid_one_and_records_events() {
     let fake = FakeApiServer::start().await;
-    fake.insert(&Gvr::cluster_image_policies(), cluster_policy("base", signed("aa11")));
+    fake.insert(
+        &Gvr::cluster_image_policies(),
+        cluster_policy("base", signed("aa11")),
+    );
     let mut broken_ns = json!({"default": [{"type": "reject"}], "broken": true});
-    fake.insert(&Gvr::image_policies(), image_policy("team", "strict", broken_ns.take()));
+    fake.insert(
+        &Gvr::image_policies(),
+        image_policy("team", "strict", broken_ns.take()),
+    );
     let (controller, _compiler) = start(&fake);
 
-    eventually("base valid", || status_of(&fake, "base")["servedGeneration"] == 1).await;
+    eventually("base valid", || {
+        status_of(&fake, "base")["servedGeneration"] == 1
+    })
+    .await;
     fake.modify(&Gvr::cluster_image_policies(), None, "base", |o| {
         o["spec"]["policy"]["broken"] = json!(1);
     });
-    eventually("generation 2 refused", || status_of(&fake, "base")["observedGeneration"] == 2).await;
+    eventually("generation 2 refused", || {
+        status_of(&fake, "base")["observedGeneration"] == 2
+    })
+    .await;
     let s = status_of(&fake, "base");
     let (status, reason, message) = ready(&s);
-    assert_eq!((status.as_str(), reason.as_str()), ("False", "InvalidPolicy"));
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "InvalidPolicy")
+    );
     assert_eq!(
         message,
         "generation 2 is refused: $.broken: Unknown key \"broken\"; generation 1 is still served"
     );
     assert_eq!(s["servedGeneration"], 1);
-    assert!(s.get("keys").is_none(), "no keys reported for a refused generation");
+    assert!(
+        s.get("keys").is_none(),
+        "no keys reported for a refused generation"
+    );
 
     // Cluster-scoped objects get their Events in `default`.
     eventually("event for base", || !fake.events_in("default").is_empty()).await;
@@ -167,7 +213,13 @@ async fn invalid_generation_keeps_serving_the_last_valid_one_and_records_events(
     assert_eq!(ev["regarding"]["name"], "base");
     assert_eq!(ev["reportingController"], "imagegate.dev/controller");
     assert_eq!(ev["reportingInstance"], "imagegate-0");
-    assert!(ev["note"].as_str().unwrap().contains("ClusterImagePolicy/base"), "{ev}");
+    assert!(
+        ev["note"]
+            .as_str()
+            .unwrap()
+            .contains("ClusterImagePolicy/base"),
+        "{ev}"
+    );
 
     // Never valid: nothing served, images in its reach denied.
     let strict = || {
@@ -178,7 +230,9 @@ async fn invalid_generation_keeps_serving_the_last_valid_one_and_records_events(
     eventually("strict refused", || strict()["observedGeneration"] == 1).await;
     let (_, _, message) = ready(&strict());
     assert!(
-        message.ends_with("no valid generation: images in the scopes of ImagePolicy/team/strict are denied"),
+        message.ends_with(
+            "no valid generation: images in the scopes of ImagePolicy/team/strict are denied"
+        ),
         "{message}"
     );
     assert!(strict().get("servedGeneration").is_none());
@@ -189,25 +243,48 @@ async fn invalid_generation_keeps_serving_the_last_valid_one_and_records_events(
     fake.modify(&Gvr::cluster_image_policies(), None, "base", |o| {
         o["spec"]["policy"] = signed("ee55");
     });
-    eventually("generation 3 served", || status_of(&fake, "base")["servedGeneration"] == 3).await;
+    eventually("generation 3 served", || {
+        status_of(&fake, "base")["servedGeneration"] == 3
+    })
+    .await;
     assert_eq!(ready(&status_of(&fake, "base")).0, "True");
-    assert_eq!(fake.events_in("default").len(), 1, "one event per refused generation");
+    assert_eq!(
+        fake.events_in("default").len(),
+        1,
+        "one event per refused generation"
+    );
     controller.shutdown().await;
 }
 
 #[tokio::test]
 async fn compiles_each_generation_once() {
     let fake = FakeApiServer::start().await;
-    fake.insert(&Gvr::cluster_image_policies(), cluster_policy("base", signed("aa11")));
+    fake.insert(
+        &Gvr::cluster_image_policies(),
+        cluster_policy("base", signed("aa11")),
+    );
     let (controller, compiler) = start(&fake);
-    eventually("status of base", || status_of(&fake, "base")["observedGeneration"] == 1).await;
+    eventually("status of base", || {
+        status_of(&fake, "base")["observedGeneration"] == 1
+    })
+    .await;
     for i in 0..3 {
         fake.modify(&Gvr::cluster_image_policies(), None, "base", |o| {
             o["metadata"]["labels"] = json!({"touch": i.to_string()});
         });
     }
-    fake.insert(&Gvr::cluster_image_policies(), cluster_policy("other", signed("bb22")));
-    eventually("status of other", || status_of(&fake, "other")["observedGeneration"] == 1).await;
-    assert_eq!(compiler.calls.load(Ordering::SeqCst), 2, "one compile per (document, generation)");
+    fake.insert(
+        &Gvr::cluster_image_policies(),
+        cluster_policy("other", signed("bb22")),
+    );
+    eventually("status of other", || {
+        status_of(&fake, "other")["observedGeneration"] == 1
+    })
+    .await;
+    assert_eq!(
+        compiler.calls.load(Ordering::SeqCst),
+        2,
+        "one compile per (document, generation)"
+    );
     within("shutdown", controller.shutdown()).await;
 }

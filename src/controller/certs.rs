@@ -222,7 +222,12 @@ pub enum Assessment {
 }
 
 /// Judges `material` at `now` (Unix seconds).
-pub fn assess(material: &CertMaterial, names: &[String], renew_before: Duration, now: i64) -> Assessment {
+pub fn assess(
+    material: &CertMaterial,
+    names: &[String],
+    renew_before: Duration,
+    now: i64,
+) -> Assessment {
     let renew = renew_before.as_secs() as i64;
     let bundle = match parse_bundle(&material.ca_bundle) {
         Ok(b) => b,
@@ -254,7 +259,9 @@ pub fn assess(material: &CertMaterial, names: &[String], renew_before: Duration,
         return Assessment::ReissueCert(format!("{KEY_TLS_KEY}: {e}"));
     }
     if leaf.verify_signature(Some(ca.public_key())).is_err() {
-        return Assessment::ReissueCert("the serving certificate is not issued by the current CA".into());
+        return Assessment::ReissueCert(
+            "the serving certificate is not issued by the current CA".into(),
+        );
     }
     let present = dns_names(&leaf);
     if let Some(missing) = names.iter().find(|n| !present.contains(n)) {
@@ -275,7 +282,10 @@ pub fn assess(material: &CertMaterial, names: &[String], renew_before: Duration,
 fn format_unix(t: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(t)
         .ok()
-        .and_then(|d| d.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|d| {
+            d.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_else(|| t.to_string())
 }
 
@@ -354,7 +364,11 @@ impl CertManager {
     }
 
     /// New material for `assessment`, reusing the CA when it is still good.
-    fn issue(&self, previous: Option<&CertMaterial>, assessment: &Assessment) -> Result<CertMaterial, ControllerError> {
+    fn issue(
+        &self,
+        previous: Option<&CertMaterial>,
+        assessment: &Assessment,
+    ) -> Result<CertMaterial, ControllerError> {
         let now = now_unix();
         let names = self.dns_names();
         let still_valid = |m: &CertMaterial| -> Vec<CertInfo> {
@@ -365,7 +379,10 @@ impl CertManager {
                 .collect()
         };
         let (ca, ca_not_after, bundle) = match (previous, assessment) {
-            (Some(prev), Assessment::ReissueCert(_) | Assessment::PruneBundle | Assessment::Valid) => {
+            (
+                Some(prev),
+                Assessment::ReissueCert(_) | Assessment::PruneBundle | Assessment::Valid,
+            ) => {
                 let certs = still_valid(prev);
                 let current = certs
                     .first()
@@ -379,7 +396,10 @@ impl CertManager {
             }
             _ => {
                 let ca = generate_ca(
-                    &format!("imagegate CA ({}.{})", self.config.service_name, self.namespace),
+                    &format!(
+                        "imagegate CA ({}.{})",
+                        self.config.service_name, self.namespace
+                    ),
                     time_duration(self.config.ca_validity),
                 )
                 .map_err(certificate_error)?;
@@ -405,7 +425,8 @@ impl CertManager {
         // A serving certificate never outlives its CA.
         let ca_left = Duration::from_secs((ca_not_after - now).max(0) as u64);
         let validity = self.config.cert_validity.min(ca_left);
-        let leaf = issue_serving_cert(&ca, &names, time_duration(validity)).map_err(certificate_error)?;
+        let leaf =
+            issue_serving_cert(&ca, &names, time_duration(validity)).map_err(certificate_error)?;
         Ok(CertMaterial {
             ca_bundle: bundle,
             ca_key: ca.key_pem,
@@ -421,7 +442,11 @@ impl CertManager {
                 namespace: Some(self.namespace.clone()),
                 resource_version,
                 labels: Some(
-                    [("app.kubernetes.io/managed-by".to_string(), "imagegate".to_string())].into(),
+                    [(
+                        "app.kubernetes.io/managed-by".to_string(),
+                        "imagegate".to_string(),
+                    )]
+                    .into(),
                 ),
                 ..Default::default()
             },
@@ -461,7 +486,9 @@ impl CertManager {
                 Some(secret) => {
                     let existing = CertMaterial::from_secret(&secret);
                     let assessment = match &existing {
-                        Some(m) => assess(m, &self.dns_names(), self.config.renew_before, now_unix()),
+                        Some(m) => {
+                            assess(m, &self.dns_names(), self.config.renew_before, now_unix())
+                        }
                         None => Assessment::NewCa("the Secret lacks a certificate or key".into()),
                     };
                     if assessment == Assessment::Valid {
@@ -469,7 +496,9 @@ impl CertManager {
                         break;
                     }
                     let reason = match &assessment {
-                        Assessment::PruneBundle => "an expired CA was removed from the bundle".to_string(),
+                        Assessment::PruneBundle => {
+                            "an expired CA was removed from the bundle".to_string()
+                        }
                         Assessment::ReissueCert(r) | Assessment::NewCa(r) => r.clone(),
                         Assessment::Valid => unreachable!("handled above"),
                     };
@@ -503,11 +532,17 @@ impl CertManager {
         let files_written = write_files(&self.config.dir, &material)?;
         let bundle = material.ca_bundle.as_bytes();
         let validating = match &self.config.validating_webhook {
-            Some(n) => Some(self.patch_ca_bundle::<ValidatingWebhookConfiguration>(n, bundle).await?),
+            Some(n) => Some(
+                self.patch_ca_bundle::<ValidatingWebhookConfiguration>(n, bundle)
+                    .await?,
+            ),
             None => None,
         };
         let mutating = match &self.config.mutating_webhook {
-            Some(n) => Some(self.patch_ca_bundle::<MutatingWebhookConfiguration>(n, bundle).await?),
+            Some(n) => Some(
+                self.patch_ca_bundle::<MutatingWebhookConfiguration>(n, bundle)
+                    .await?,
+            ),
             None => None,
         };
         Ok(CertReport {
@@ -572,7 +607,11 @@ impl CertManager {
 
 /// The admission webhook configuration kinds whose caBundle is managed.
 pub trait WebhookConfiguration:
-    Resource<DynamicType = ()> + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug
+    Resource<DynamicType = ()>
+    + Clone
+    + serde::Serialize
+    + serde::de::DeserializeOwned
+    + std::fmt::Debug
 {
     /// Sets every webhook's caBundle; whether anything changed.
     fn set_ca_bundle(&mut self, bundle: &[u8]) -> bool;
@@ -659,7 +698,10 @@ mod tests {
     }
 
     fn names() -> Vec<String> {
-        vec!["imagegate.system.svc".into(), "imagegate.system.svc.cluster.local".into()]
+        vec![
+            "imagegate.system.svc".into(),
+            "imagegate.system.svc.cluster.local".into(),
+        ]
     }
 
     fn material(ca_days: i64, leaf_days: i64, leaf_names: &[String]) -> CertMaterial {
@@ -684,33 +726,49 @@ mod tests {
     #[test]
     fn near_expiry_is_renewed() {
         let m = material(3650, 10, &names());
-        assert!(matches!(assess(&m, &names(), MONTH, now_unix()), Assessment::ReissueCert(r) if r.contains("expires")));
+        assert!(
+            matches!(assess(&m, &names(), MONTH, now_unix()), Assessment::ReissueCert(r) if r.contains("expires"))
+        );
         let m = material(20, 10, &names());
-        assert!(matches!(assess(&m, &names(), MONTH, now_unix()), Assessment::NewCa(r) if r.contains("CA expires")));
+        assert!(
+            matches!(assess(&m, &names(), MONTH, now_unix()), Assessment::NewCa(r) if r.contains("CA expires"))
+        );
     }
 
     #[test]
     fn wrong_names_keys_or_issuer_are_reissued() {
         let m = material(3650, 365, &["other.svc".to_string()]);
-        assert!(matches!(assess(&m, &names(), MONTH, now_unix()), Assessment::ReissueCert(r) if r.contains("does not name")));
+        assert!(
+            matches!(assess(&m, &names(), MONTH, now_unix()), Assessment::ReissueCert(r) if r.contains("does not name"))
+        );
 
         let mut m = material(3650, 365, &names());
         m.tls_key = material(3650, 365, &names()).tls_key;
-        assert!(matches!(assess(&m, &names(), MONTH, now_unix()), Assessment::ReissueCert(r) if r.contains("does not belong")));
+        assert!(
+            matches!(assess(&m, &names(), MONTH, now_unix()), Assessment::ReissueCert(r) if r.contains("does not belong"))
+        );
 
         let mut m = material(3650, 365, &names());
         let other = material(3650, 365, &names());
         m.tls_crt = other.tls_crt;
         m.tls_key = other.tls_key;
-        assert!(matches!(assess(&m, &names(), MONTH, now_unix()), Assessment::ReissueCert(r) if r.contains("not issued by")));
+        assert!(
+            matches!(assess(&m, &names(), MONTH, now_unix()), Assessment::ReissueCert(r) if r.contains("not issued by"))
+        );
 
         let mut m = material(3650, 365, &names());
         m.ca_key = other.ca_key;
-        assert!(matches!(assess(&m, &names(), MONTH, now_unix()), Assessment::NewCa(_)));
+        assert!(matches!(
+            assess(&m, &names(), MONTH, now_unix()),
+            Assessment::NewCa(_)
+        ));
 
         let mut m = material(3650, 365, &names());
         m.ca_bundle = "garbage".into();
-        assert!(matches!(assess(&m, &names(), MONTH, now_unix()), Assessment::NewCa(_)));
+        assert!(matches!(
+            assess(&m, &names(), MONTH, now_unix()),
+            Assessment::NewCa(_)
+        ));
     }
 
     #[test]
@@ -721,7 +779,10 @@ mod tests {
         assert_eq!(assess(&m, &names(), MONTH, now_unix()), Assessment::Valid);
         let expired = generate_ca("expired CA", days(-1)).unwrap();
         m.ca_bundle.push_str(&expired.cert_pem);
-        assert_eq!(assess(&m, &names(), MONTH, now_unix()), Assessment::PruneBundle);
+        assert_eq!(
+            assess(&m, &names(), MONTH, now_unix()),
+            Assessment::PruneBundle
+        );
     }
 
     #[test]
@@ -738,11 +799,17 @@ mod tests {
         let m = material(3650, 365, &names());
         assert!(write_files(dir.path(), &m).unwrap());
         assert!(!write_files(dir.path(), &m).unwrap());
-        assert_eq!(std::fs::read_to_string(dir.path().join("tls.crt")).unwrap(), m.tls_crt);
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("tls.crt")).unwrap(),
+            m.tls_crt
+        );
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.path().join("tls.key")).unwrap().permissions().mode();
+            let mode = std::fs::metadata(dir.path().join("tls.key"))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
     }

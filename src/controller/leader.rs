@@ -52,7 +52,12 @@ pub struct LeaseConfig {
 impl LeaseConfig {
     /// A configuration with client-go's proportions for `lease_duration`:
     /// renew every third of it, give up after two thirds.
-    pub fn new(namespace: &str, name: &str, identity: &str, lease_duration: Duration) -> LeaseConfig {
+    pub fn new(
+        namespace: &str,
+        name: &str,
+        identity: &str,
+        lease_duration: Duration,
+    ) -> LeaseConfig {
         LeaseConfig {
             name: name.into(),
             namespace: namespace.into(),
@@ -65,7 +70,8 @@ impl LeaseConfig {
     }
 
     fn duration_seconds(&self) -> i32 {
-        let secs = self.lease_duration.as_secs() + u64::from(self.lease_duration.subsec_nanos() > 0);
+        let secs =
+            self.lease_duration.as_secs() + u64::from(self.lease_duration.subsec_nanos() > 0);
         secs.clamp(1, i32::MAX as u64) as i32
     }
 }
@@ -87,6 +93,8 @@ enum Attempt {
     /// Someone else wrote first (409).
     Conflict,
     Failed(kube::Error),
+    /// No answer in time.
+    TimedOut,
 }
 
 struct Elector {
@@ -107,7 +115,9 @@ impl Elector {
         let changed = match &self.observed {
             None => true,
             Some(o) => {
-                o.holder != holder || o.renew_time != spec.renew_time || o.transitions != spec.lease_transitions
+                o.holder != holder
+                    || o.renew_time != spec.renew_time
+                    || o.transitions != spec.lease_transitions
             }
         };
         if changed {
@@ -202,14 +212,28 @@ impl Elector {
         }
     }
 
+    /// One attempt bounded by `limit`: the client retries some failures
+    /// (503, 429) on its own with growing delays, and a leader must not
+    /// wait past its renew deadline for an answer.
+    async fn attempt(&mut self, limit: Duration) -> Result<(), Attempt> {
+        match tokio::time::timeout(limit, self.try_acquire_or_renew()).await {
+            Ok(r) => r,
+            Err(_) => Err(Attempt::TimedOut),
+        }
+    }
+
     async fn run(mut self, leader_tx: watch::Sender<bool>, mut stop: watch::Receiver<bool>) {
-        let mut last_renew: Option<Instant> = None;
+        let mut last_renew = Instant::now();
         loop {
             let leading = *leader_tx.borrow();
             let wait = if leading {
-                match self.try_acquire_or_renew().await {
+                let left = self
+                    .config
+                    .renew_deadline
+                    .saturating_sub(last_renew.elapsed());
+                match self.attempt(left).await {
                     Ok(()) => {
-                        last_renew = Some(Instant::now());
+                        last_renew = Instant::now();
                         self.config.renew_interval
                     }
                     Err(Attempt::HeldBy(h)) => {
@@ -218,9 +242,9 @@ impl Elector {
                         self.config.retry_interval
                     }
                     Err(e) => {
-                        let deadline_passed = last_renew
-                            .is_none_or(|t| t.elapsed() >= self.config.renew_deadline);
-                        if deadline_passed || matches!(e, Attempt::Conflict) {
+                        if last_renew.elapsed() >= self.config.renew_deadline
+                            || matches!(e, Attempt::Conflict)
+                        {
                             tracing::warn!(lease = %self.config.name, error = ?e, "could not renew the lease; stepping down");
                             leader_tx.send_replace(false);
                             self.config.retry_interval
@@ -231,10 +255,10 @@ impl Elector {
                     }
                 }
             } else {
-                match self.try_acquire_or_renew().await {
+                match self.attempt(self.config.lease_duration).await {
                     Ok(()) => {
                         tracing::info!(lease = %self.config.name, identity = %self.config.identity, "became leader");
-                        last_renew = Some(Instant::now());
+                        last_renew = Instant::now();
                         leader_tx.send_replace(true);
                         self.config.renew_interval
                     }
@@ -252,7 +276,7 @@ impl Elector {
         }
         if *leader_tx.borrow() {
             leader_tx.send_replace(false);
-            self.release().await;
+            let _ = tokio::time::timeout(self.config.renew_deadline, self.release()).await;
         }
     }
 }

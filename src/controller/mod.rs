@@ -32,7 +32,10 @@ pub use certs::{CertConfig, CertManager};
 pub use leader::{LeaderElection, LeaderHandle, LeaseConfig};
 pub use pull_secrets::{PodPullContext, PullCredential, PullSecretResolver, PullSecretsConfig};
 pub use status::{CompileError, CompileReport, DocumentCompiler, StatusConfig, StatusWriter};
-pub use watch::{ClusterSnapshot, DocumentId, DocumentKind, Platform, PolicyDocumentSource, PolicyWatch, WatchConfig};
+pub use watch::{
+    ClusterSnapshot, DocumentId, DocumentKind, Platform, PolicyDocumentSource, PolicyWatch,
+    WatchConfig,
+};
 
 /// An error of the Kubernetes side.
 #[derive(Debug, thiserror::Error)]
@@ -106,7 +109,11 @@ pub struct Controller {
 
 impl Controller {
     /// Starts the watches, the election and the writers.
-    pub fn start(client: Client, config: ControllerConfig, compiler: Arc<dyn DocumentCompiler>) -> Controller {
+    pub fn start(
+        client: Client,
+        config: ControllerConfig,
+        compiler: Arc<dyn DocumentCompiler>,
+    ) -> Controller {
         let (stop_tx, stop_rx) = channel::channel(false);
         let watch = Arc::new(PolicyWatch::spawn(
             client.clone(),
@@ -172,7 +179,9 @@ impl Controller {
                     loop {
                         match manager.sync_files().await {
                             Ok(_) => {}
-                            Err(e) => tracing::warn!(error = %e, "syncing certificate files failed"),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "syncing certificate files failed")
+                            }
                         }
                         if files_present(&manager.config().dir) {
                             ready.send_replace(true);

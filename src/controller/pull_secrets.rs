@@ -122,7 +122,10 @@ fn parse_entries(v: &Value, what: &str) -> Result<DockerConfig, String> {
     };
     let mut entries = Vec::new();
     for (key, entry) in map {
-        entries.push((key.clone(), parse_entry(entry).map_err(|e| format!("{key:?}: {e}"))?));
+        entries.push((
+            key.clone(),
+            parse_entry(entry).map_err(|e| format!("{key:?}: {e}"))?,
+        ));
     }
     Ok(DockerConfig { entries })
 }
@@ -181,11 +184,14 @@ impl DockerKeyring {
                 tracing::debug!(%source, key = %loc, "pull secret key is not a URL; ignored");
                 continue;
             };
-            self.creds.entry(key.clone()).or_default().push(PullCredential {
-                username: entry.username.clone(),
-                password: entry.password.clone(),
-                source: source.to_string(),
-            });
+            self.creds
+                .entry(key.clone())
+                .or_default()
+                .push(PullCredential {
+                    username: entry.username.clone(),
+                    password: entry.password.clone(),
+                    source: source.to_string(),
+                });
             self.index.push(key);
         }
         let set: BTreeSet<String> = self.index.drain(..).collect();
@@ -327,7 +333,10 @@ enum GlobToken {
     Char(char),
     Any,
     Star,
-    Class { negated: bool, ranges: Vec<(char, char)> },
+    Class {
+        negated: bool,
+        ranges: Vec<(char, char)>,
+    },
 }
 
 /// Go's `filepath.Match` for a name without separators: `*`, `?`,
@@ -572,17 +581,30 @@ impl PullSecretResolver {
             }
         };
 
-        let pod_secrets = self.read_secrets(&pod.namespace, &pod.image_pull_secrets).await;
-        push_all(keyring_from_secrets(pod_secrets.iter().map(|s| s.as_ref()))?.lookup(image), &mut out);
+        let pod_secrets = self
+            .read_secrets(&pod.namespace, &pod.image_pull_secrets)
+            .await;
+        push_all(
+            keyring_from_secrets(pod_secrets.iter().map(|s| s.as_ref()))?.lookup(image),
+            &mut out,
+        );
 
         let sa_names = self
             .service_account_secrets(&pod.namespace, pod.service_account_name())
             .await;
         let sa_secrets = self.read_secrets(&pod.namespace, &sa_names).await;
-        push_all(keyring_from_secrets(sa_secrets.iter().map(|s| s.as_ref()))?.lookup(image), &mut out);
+        push_all(
+            keyring_from_secrets(sa_secrets.iter().map(|s| s.as_ref()))?.lookup(image),
+            &mut out,
+        );
 
-        let own = self.read_secrets(&self.namespace, &self.config.secret_names).await;
-        push_all(keyring_from_secrets(own.iter().map(|s| s.as_ref()))?.lookup(image), &mut out);
+        let own = self
+            .read_secrets(&self.namespace, &self.config.secret_names)
+            .await;
+        push_all(
+            keyring_from_secrets(own.iter().map(|s| s.as_ref()))?.lookup(image),
+            &mut out,
+        );
         Ok(out)
     }
 
@@ -670,7 +692,10 @@ mod tests {
         assert_eq!(users(&r.lookup("registry.example.com/team/app")), ["a"]);
         assert!(r.lookup("registry.example.com:5000/team/app").is_empty());
         let r = ring(r#"{"auths":{"registry.example.com:5000":{"username":"b","password":"p"}}}"#);
-        assert_eq!(users(&r.lookup("registry.example.com:5000/team/app")), ["b"]);
+        assert_eq!(
+            users(&r.lookup("registry.example.com:5000/team/app")),
+            ["b"]
+        );
         assert!(r.lookup("registry.example.com/team/app").is_empty());
     }
 
@@ -678,7 +703,10 @@ mod tests {
     fn wildcard_per_label() {
         let r = ring(r#"{"auths":{"*.example.com":{"username":"w","password":"p"}}}"#);
         assert_eq!(users(&r.lookup("registry.example.com/app")), ["w"]);
-        assert!(r.lookup("example.com/app").is_empty(), "label count differs");
+        assert!(
+            r.lookup("example.com/app").is_empty(),
+            "label count differs"
+        );
         assert!(r.lookup("a.b.example.com/app").is_empty(), "* is one label");
         let r = ring(r#"{"auths":{"registry.*.com":{"username":"m","password":"p"}}}"#);
         assert_eq!(users(&r.lookup("registry.example.com/app")), ["m"]);
@@ -695,23 +723,39 @@ mod tests {
                 "https://registry.example.com/team":{"username":"team","password":"p"},
                 "registry.example.com/other":{"username":"other","password":"p"}}}"#,
         );
-        assert_eq!(users(&r.lookup("registry.example.com/team/app")), ["team", "host"]);
+        assert_eq!(
+            users(&r.lookup("registry.example.com/team/app")),
+            ["team", "host"]
+        );
         assert_eq!(users(&r.lookup("registry.example.com/solo/app")), ["host"]);
         // A plain string prefix, as the kubelet compares.
-        assert_eq!(users(&r.lookup("registry.example.com/teamster/app")), ["team", "host"]);
+        assert_eq!(
+            users(&r.lookup("registry.example.com/teamster/app")),
+            ["team", "host"]
+        );
     }
 
     #[test]
     fn scheme_and_api_version_paths_are_dropped() {
-        assert_eq!(normalise_key("https://index.docker.io/v1/").unwrap(), "index.docker.io");
-        assert_eq!(normalise_key("http://r.example.com/v2/team").unwrap(), "r.example.com/team");
-        assert_eq!(normalise_key("r.example.com:443").unwrap(), "r.example.com:443");
+        assert_eq!(
+            normalise_key("https://index.docker.io/v1/").unwrap(),
+            "index.docker.io"
+        );
+        assert_eq!(
+            normalise_key("http://r.example.com/v2/team").unwrap(),
+            "r.example.com/team"
+        );
+        assert_eq!(
+            normalise_key("r.example.com:443").unwrap(),
+            "r.example.com:443"
+        );
         assert_eq!(normalise_key("r.example.com:abc"), None);
     }
 
     #[test]
     fn docker_hub_fallback() {
-        let r = ring(r#"{"auths":{"https://index.docker.io/v1/":{"username":"hub","password":"p"}}}"#);
+        let r =
+            ring(r#"{"auths":{"https://index.docker.io/v1/":{"username":"hub","password":"p"}}}"#);
         assert_eq!(users(&r.lookup("docker.io/library/ubuntu")), ["hub"]);
         assert!(r.lookup("quay.io/team/app").is_empty());
         assert!(is_default_registry_match("library/ubuntu"));
@@ -727,7 +771,10 @@ mod tests {
         );
         let r = ring(&json);
         let c = r.lookup("r.example.com/app");
-        assert_eq!((c[0].username.as_str(), c[0].password.as_str()), ("alice", "s3:cret"));
+        assert_eq!(
+            (c[0].username.as_str(), c[0].password.as_str()),
+            ("alice", "s3:cret")
+        );
         let bad = format!(r#"{{"auths":{{"r":{{"auth":"{}"}}}}}}"#, b64("nocolon"));
         assert!(
             parse_docker_config_json(bad.as_bytes())
@@ -748,7 +795,11 @@ mod tests {
     #[test]
     fn legacy_dockercfg() {
         let cfg = parse_dockercfg(
-            format!(r#"{{"https://r.example.com":{{"auth":"{}","email":"e@x"}}}}"#, b64("u:p")).as_bytes(),
+            format!(
+                r#"{{"https://r.example.com":{{"auth":"{}","email":"e@x"}}}}"#,
+                b64("u:p")
+            )
+            .as_bytes(),
         )
         .unwrap();
         let mut r = DockerKeyring::default();

@@ -99,7 +99,10 @@ pub fn desired_status(
     now: &str,
 ) -> PolicyStatus {
     let generation = doc.generation;
-    let gen_text = generation.map_or_else(|| "the current version".to_string(), |g| format!("generation {g}"));
+    let gen_text = generation.map_or_else(
+        || "the current version".to_string(),
+        |g| format!("generation {g}"),
+    );
     let (cond_status, reason, message) = match &report.error {
         None => (
             "True",
@@ -150,7 +153,9 @@ pub fn desired_status(
 /// that are empty now are sent as `null`, so stale values are removed.
 pub fn status_patch(status: &PolicyStatus) -> Value {
     let mut body = serde_json::to_value(status).unwrap_or_else(|_| json!({}));
-    let obj = body.as_object_mut().expect("status serialises to an object");
+    let obj = body
+        .as_object_mut()
+        .expect("status serialises to an object");
     for field in [
         "observedGeneration",
         "servedGeneration",
@@ -280,7 +285,11 @@ impl StatusWriter {
         key: String,
         summary: &mut ReconcileSummary,
     ) where
-        K: Resource<DynamicType = ()> + HasPolicyStatus + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+        K: Resource<DynamicType = ()>
+            + HasPolicyStatus
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
     {
         let compiler = self.compiler.clone();
         let state = self.docs.entry(key).or_default();
@@ -306,7 +315,11 @@ impl StatusWriter {
         if !unchanged {
             let name = obj.name_any();
             match api
-                .patch_status(&name, &PatchParams::default(), &Patch::Merge(status_patch(&desired)))
+                .patch_status(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(status_patch(&desired)),
+                )
                 .await
             {
                 Ok(_) => {
@@ -329,8 +342,10 @@ impl StatusWriter {
                 note: Some(truncate(
                     &format!(
                         "{} of {} is refused: {err}",
-                        doc.generation
-                            .map_or_else(|| "the current version".into(), |g| format!("generation {g}")),
+                        doc.generation.map_or_else(
+                            || "the current version".into(),
+                            |g| format!("generation {g}")
+                        ),
                         doc.id
                     ),
                     1024,
@@ -466,7 +481,10 @@ mod tests {
         assert_eq!(s.observed_generation, Some(3));
         assert_eq!(s.served_generation, Some(3));
         let c = &s.conditions[0];
-        assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", REASON_VALID));
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("True", REASON_VALID)
+        );
         assert_eq!(c.message, "generation 3 is valid and served");
         assert_eq!(s.keys, vec![key()]);
         assert_eq!(s.warnings, vec!["w".to_string()]);
@@ -485,9 +503,9 @@ mod tests {
         );
         let s = desired_status(&doc(1), &report, None, None, "t");
         assert!(
-            s.conditions[0]
-                .message
-                .ends_with("no valid generation: images in the scopes of ClusterImagePolicy/base are denied"),
+            s.conditions[0].message.ends_with(
+                "no valid generation: images in the scopes of ClusterImagePolicy/base are denied"
+            ),
             "{}",
             s.conditions[0].message
         );
@@ -496,11 +514,35 @@ mod tests {
 
     #[test]
     fn transition_time_kept_while_the_condition_holds() {
-        let first = desired_status(&doc(1), &CompileReport::valid(vec![], vec![]), Some(1), None, "t1");
-        let again = desired_status(&doc(2), &CompileReport::valid(vec![], vec![]), Some(2), Some(&first), "t2");
-        assert_eq!(again.conditions[0].last_transition_time.as_deref(), Some("t1"));
-        let broken = desired_status(&doc(3), &CompileReport::invalid("", "bad"), Some(2), Some(&again), "t3");
-        assert_eq!(broken.conditions[0].last_transition_time.as_deref(), Some("t3"));
+        let first = desired_status(
+            &doc(1),
+            &CompileReport::valid(vec![], vec![]),
+            Some(1),
+            None,
+            "t1",
+        );
+        let again = desired_status(
+            &doc(2),
+            &CompileReport::valid(vec![], vec![]),
+            Some(2),
+            Some(&first),
+            "t2",
+        );
+        assert_eq!(
+            again.conditions[0].last_transition_time.as_deref(),
+            Some("t1")
+        );
+        let broken = desired_status(
+            &doc(3),
+            &CompileReport::invalid("", "bad"),
+            Some(2),
+            Some(&again),
+            "t3",
+        );
+        assert_eq!(
+            broken.conditions[0].last_transition_time.as_deref(),
+            Some("t3")
+        );
     }
 
     #[test]

@@ -125,10 +125,12 @@ pub struct RequestRecord {
 
 impl RequestRecord {
     pub fn is(&self, method: &Method, path: &str) -> bool {
-        &self.method == method && self.path == path
+        self.method == *method && self.path == path
     }
     pub fn is_watch(&self) -> bool {
-        self.query.split('&').any(|p| p == "watch=true" || p == "watch=1")
+        self.query
+            .split('&')
+            .any(|p| p == "watch=true" || p == "watch=1")
     }
 }
 
@@ -170,6 +172,8 @@ struct Shared {
     changes: broadcast::Sender<Change>,
     drop_epoch: watch::Sender<u64>,
     injections: Mutex<Vec<PendingInjection>>,
+    /// (method, path, code): every matching request fails until cleared.
+    outages: Mutex<Vec<(Method, String, u16)>>,
     log: Mutex<Vec<RequestRecord>>,
     /// Resources whose `status` is a subresource: writes to the object
     /// leave status alone, writes to `/status` touch only status.
@@ -203,6 +207,7 @@ impl FakeApiServer {
             changes,
             drop_epoch,
             injections: Mutex::new(Vec::new()),
+            outages: Mutex::new(Vec::new()),
             log: Mutex::new(Vec::new()),
             status_subresources: Mutex::new(
                 [
@@ -362,21 +367,43 @@ impl FakeApiServer {
         path: &str,
         hook: impl FnOnce(&FakeApiServer) + Send + 'static,
     ) {
-        self.shared.injections.lock().unwrap().push(PendingInjection {
-            method,
-            path: path.into(),
-            injection: Injection::Hook(Box::new(hook)),
-        });
+        self.shared
+            .injections
+            .lock()
+            .unwrap()
+            .push(PendingInjection {
+                method,
+                path: path.into(),
+                injection: Injection::Hook(Box::new(hook)),
+            });
     }
 
     /// Answers the next request with this method and path with `code`
     /// (a `Status` with a matching reason) instead of handling it.
     pub fn fail_next(&self, method: Method, path: &str, code: u16) {
-        self.shared.injections.lock().unwrap().push(PendingInjection {
-            method,
-            path: path.into(),
-            injection: Injection::Fail(code),
-        });
+        self.shared
+            .injections
+            .lock()
+            .unwrap()
+            .push(PendingInjection {
+                method,
+                path: path.into(),
+                injection: Injection::Fail(code),
+            });
+    }
+
+    /// Answers every request with this method and path with `code` until
+    /// [`FakeApiServer::clear_outages`].
+    pub fn fail_always(&self, method: Method, path: &str, code: u16) {
+        self.shared
+            .outages
+            .lock()
+            .unwrap()
+            .push((method, path.into(), code));
+    }
+
+    pub fn clear_outages(&self) {
+        self.shared.outages.lock().unwrap().clear();
     }
 
     // ----- test helpers: what the client did -----
@@ -416,11 +443,22 @@ impl FakeApiServer {
             serde_json::from_slice(&body).ok()
         };
 
-        let injection = {
-            let mut inj = self.shared.injections.lock().unwrap();
-            inj.iter()
-                .position(|p| p.method == method && p.path == path)
-                .map(|i| inj.remove(i).injection)
+        let outage = self
+            .shared
+            .outages
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(m, p, _)| *m == method && *p == path)
+            .map(|(_, _, code)| *code);
+        let injection = match outage {
+            Some(code) => Some(Injection::Fail(code)),
+            None => {
+                let mut inj = self.shared.injections.lock().unwrap();
+                inj.iter()
+                    .position(|p| p.method == method && p.path == path)
+                    .map(|i| inj.remove(i).injection)
+            }
         };
         let response = match injection {
             Some(Injection::Fail(code)) => failure_response(&ApiFailure {
@@ -432,7 +470,14 @@ impl FakeApiServer {
                 if let Some(Injection::Hook(h)) = other {
                     h(self);
                 }
-                self.dispatch(&method, &path, &query, content_type.as_deref(), &body, body_json.clone())
+                self.dispatch(
+                    &method,
+                    &path,
+                    &query,
+                    content_type.as_deref(),
+                    &body,
+                    body_json.clone(),
+                )
             }
         };
         self.shared.log.lock().unwrap().push(RequestRecord {
@@ -487,20 +532,37 @@ impl FakeApiServer {
             (Method::PUT, Some(name), sub) if sub.is_none() || sub.as_deref() == Some("status") => {
                 match body {
                     Some(obj) => {
-                        let mode = if sub.is_some() { Write::Status } else { Write::Object };
+                        let mode = if sub.is_some() {
+                            Write::Status
+                        } else {
+                            Write::Object
+                        };
                         self.replace(&target.gvr, &ns, name, obj, mode)
                             .map(|o| (StatusCode::OK, o))
                     }
                     None => Err(bad_request(&raw_body_error(raw_body))),
                 }
             }
-            (Method::PATCH, Some(name), sub) if sub.is_none() || sub.as_deref() == Some("status") => {
-                let mode = if sub.is_some() { Write::Status } else { Write::Object };
+            (Method::PATCH, Some(name), sub)
+                if sub.is_none() || sub.as_deref() == Some("status") =>
+            {
+                let mode = if sub.is_some() {
+                    Write::Status
+                } else {
+                    Write::Object
+                };
                 match body {
                     Some(patch) => self
                         .patch(&target.gvr, &ns, name, content_type, patch, &params, mode)
                         .map(|(created, o)| {
-                            (if created { StatusCode::CREATED } else { StatusCode::OK }, o)
+                            (
+                                if created {
+                                    StatusCode::CREATED
+                                } else {
+                                    StatusCode::OK
+                                },
+                                o,
+                            )
                         }),
                     None => Err(bad_request(&raw_body_error(raw_body))),
                 }
@@ -770,7 +832,15 @@ impl FakeApiServer {
         Ok(obj)
     }
 
-    fn record_change(&self, store: &mut Store, gvr: &Gvr, ns: &str, rv: u64, kind: &'static str, obj: &Value) {
+    fn record_change(
+        &self,
+        store: &mut Store,
+        gvr: &Gvr,
+        ns: &str,
+        rv: u64,
+        kind: &'static str,
+        obj: &Value,
+    ) {
         let change = Change {
             resource: gvr.clone(),
             namespace: ns.to_string(),
@@ -790,7 +860,14 @@ impl FakeApiServer {
             .contains(&gvr.plural)
     }
 
-    fn replace(&self, gvr: &Gvr, ns: &str, name: &str, obj: Value, mode: Write) -> Result<Value, ApiFailure> {
+    fn replace(
+        &self,
+        gvr: &Gvr,
+        ns: &str,
+        name: &str,
+        obj: Value,
+        mode: Write,
+    ) -> Result<Value, ApiFailure> {
         if !obj.is_object() {
             return Err(bad_request("the body must be a JSON object"));
         }
@@ -891,7 +968,14 @@ impl FakeApiServer {
     /// the server owns (identity, creation time, and status or spec
     /// depending on the endpoint), bumping generation when the spec-like
     /// part changed. A write that changes nothing is a no-op.
-    fn commit_update(&self, gvr: &Gvr, ns: &str, name: &str, new: Value, mode: Write) -> Result<Value, ApiFailure> {
+    fn commit_update(
+        &self,
+        gvr: &Gvr,
+        ns: &str,
+        name: &str,
+        new: Value,
+        mode: Write,
+    ) -> Result<Value, ApiFailure> {
         let status_sub = self.has_status_subresource(gvr);
         let mut store = self.shared.store.lock().unwrap();
         let key = (ns.to_string(), name.to_string());
@@ -948,7 +1032,10 @@ impl FakeApiServer {
             } else {
                 meta.insert("namespace".into(), json!(ns));
             }
-            meta.insert("resourceVersion".into(), cur_meta["resourceVersion"].clone());
+            meta.insert(
+                "resourceVersion".into(),
+                cur_meta["resourceVersion"].clone(),
+            );
         }
         if next == current {
             return Ok(current);
@@ -1005,9 +1092,16 @@ fn spec_part(obj: &Value) -> Value {
     o
 }
 
-fn check_precondition(gvr: &Gvr, name: &str, current: &Value, body: &Value) -> Result<(), ApiFailure> {
+fn check_precondition(
+    gvr: &Gvr,
+    name: &str,
+    current: &Value,
+    body: &Value,
+) -> Result<(), ApiFailure> {
     match body["metadata"]["resourceVersion"].as_str() {
-        Some(rv) if !rv.is_empty() && Some(rv) != current["metadata"]["resourceVersion"].as_str() => {
+        Some(rv)
+            if !rv.is_empty() && Some(rv) != current["metadata"]["resourceVersion"].as_str() =>
+        {
             Err(conflict(gvr, name))
         }
         _ => Ok(()),
@@ -1021,7 +1115,9 @@ fn apply_merge(target: &mut Value, applied: &Value) {
         (Value::Object(t), Value::Object(a)) => {
             for (k, v) in a {
                 match t.get_mut(k) {
-                    Some(existing) if existing.is_object() && v.is_object() => apply_merge(existing, v),
+                    Some(existing) if existing.is_object() && v.is_object() => {
+                        apply_merge(existing, v)
+                    }
                     _ => {
                         t.insert(k.clone(), v.clone());
                     }
@@ -1103,9 +1199,7 @@ impl Selector {
         let fields = pairs(params.get("fieldSelector"), "field")?;
         for (k, _) in &fields {
             if k != "metadata.name" && k != "metadata.namespace" {
-                return Err(bad_request(&format!(
-                    "field label not supported: {k}"
-                )));
+                return Err(bad_request(&format!("field label not supported: {k}")));
             }
         }
         Ok(Selector {
@@ -1141,7 +1235,8 @@ impl WatchFilter {
         if c.kind == "BOOKMARK" {
             return self.bookmarks;
         }
-        self.namespace.as_ref().is_none_or(|ns| ns == &c.namespace) && self.selector.matches(&c.object)
+        self.namespace.as_ref().is_none_or(|ns| ns == &c.namespace)
+            && self.selector.matches(&c.object)
     }
 }
 
