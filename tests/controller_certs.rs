@@ -419,3 +419,63 @@ async fn followers_sync_files_from_the_secret() {
         "a follower never writes"
     );
 }
+
+struct AcceptAll;
+
+impl imagegate::controller::DocumentCompiler for AcceptAll {
+    fn compile(
+        &self,
+        _doc: &imagegate::controller::PolicyDocumentSource,
+    ) -> imagegate::controller::CompileReport {
+        imagegate::controller::CompileReport::valid(vec![], vec![])
+    }
+}
+
+#[tokio::test]
+async fn controller_replicas_share_the_leaders_certificate() {
+    use imagegate::controller::{Controller, ControllerConfig, LeaseConfig};
+    let fake = FakeApiServer::start().await;
+    install_webhooks(&fake);
+    let start = |id: &str, dir: &std::path::Path| {
+        let mut cfg = ControllerConfig::new(NS, id);
+        cfg.lease = Some(LeaseConfig::new(
+            NS,
+            "imagegate-leader",
+            id,
+            Duration::from_secs(1),
+        ));
+        let mut certs = config(dir);
+        certs.sync_interval = Duration::from_millis(100);
+        cfg.certs = Some(certs);
+        Controller::start(fake.client(), cfg, std::sync::Arc::new(AcceptAll))
+    };
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = start("pod-a", a_dir.path());
+    fake_apiserver::eventually("a leads", || a.is_leader()).await;
+    let b = start("pod-b", b_dir.path());
+    fake_apiserver::within("a's certificates", a.wait_certificates()).await;
+    fake_apiserver::within("b's certificates", b.wait_certificates()).await;
+    let m = secret_material(&fake);
+    for d in [&a_dir, &b_dir] {
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("tls.crt")).unwrap(),
+            m.tls_crt
+        );
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("ca.crt")).unwrap(),
+            m.ca_bundle
+        );
+    }
+    let v = fake
+        .get(&Gvr::validating_webhooks(), None, "imagegate")
+        .unwrap();
+    assert_eq!(bundles(&v)[0], m.ca_bundle);
+    // Only the leader wrote: one Secret creation.
+    assert_eq!(
+        fake.requests_to(&Method::POST, "/api/v1/namespaces/imagegate-system/secrets")
+            .len(),
+        1
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}

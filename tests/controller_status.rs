@@ -221,6 +221,29 @@ async fn invalid_generation_keeps_serving_the_last_valid_one_and_records_events(
         "{ev}"
     );
 
+    // Another refused generation gets its own Event, with its own message.
+    fake.modify(&Gvr::cluster_image_policies(), None, "base", |o| {
+        o["spec"]["policy"]["broken"] = json!(2);
+    });
+    eventually("second event for base", || {
+        fake.events_in("default").len() == 2
+    })
+    .await;
+    let notes: Vec<String> = fake
+        .events_in("default")
+        .iter()
+        .map(|e| e["note"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(
+        notes.iter().any(|n| n.starts_with("generation 2 of")),
+        "{notes:?}"
+    );
+    assert!(
+        notes.iter().any(|n| n.starts_with("generation 3 of")),
+        "{notes:?}"
+    );
+    assert_eq!(status_of(&fake, "base")["servedGeneration"], 1);
+
     // Never valid: nothing served, images in its reach denied.
     let strict = || {
         fake.get(&Gvr::image_policies(), Some("team"), "strict")
@@ -243,14 +266,14 @@ async fn invalid_generation_keeps_serving_the_last_valid_one_and_records_events(
     fake.modify(&Gvr::cluster_image_policies(), None, "base", |o| {
         o["spec"]["policy"] = signed("ee55");
     });
-    eventually("generation 3 served", || {
-        status_of(&fake, "base")["servedGeneration"] == 3
+    eventually("generation 4 served", || {
+        status_of(&fake, "base")["servedGeneration"] == 4
     })
     .await;
     assert_eq!(ready(&status_of(&fake, "base")).0, "True");
     assert_eq!(
         fake.events_in("default").len(),
-        1,
+        2,
         "one event per refused generation"
     );
     controller.shutdown().await;

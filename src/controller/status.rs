@@ -353,7 +353,12 @@ impl StatusWriter {
                 action: "Validate".into(),
                 secondary: None,
             };
-            match self.recorder.publish(&event, &obj.object_ref(&())).await {
+            // The version in the reference keeps the Events of successive
+            // refused generations apart (the recorder would otherwise fold
+            // them into one series carrying the first message).
+            let mut regarding = obj.object_ref(&());
+            regarding.resource_version = obj.resource_version();
+            match self.recorder.publish(&event, &regarding).await {
                 Ok(()) => {
                     summary.events += 1;
                     state.reported.insert(doc.generation);

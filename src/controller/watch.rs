@@ -446,6 +446,9 @@ where
                     publisher.synced[index].store(true, Ordering::SeqCst);
                     tracing::debug!(%kind, "watch listed");
                 }
+                // A (re-)list is buffered by the store and swapped in at
+                // InitDone: until then nothing visible changed.
+                Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => continue,
                 Ok(_) => {}
                 Err(e) => {
                     // The watcher recovers by itself (re-watch or re-list).
