@@ -14,6 +14,7 @@
 pub mod admission;
 pub mod certs;
 pub mod cli;
+pub mod controller;
 pub mod crd;
 pub mod engine;
 pub mod gofmt;
