@@ -1,173 +1,97 @@
-//! The lookaside reader against an in-process HTTP(S) server on 127.0.0.1
-//! that serves signatures and injects faults (semantics §5.4).
+//! The lookaside reader against the harness's lookaside server on 127.0.0.1
+//! (plain HTTP, and HTTPS for the downgrade case), which serves signatures
+//! and injects faults (semantics §5.4).
+//!
+//! Each scenario lives under its own path prefix, as a store base URL
+//! `http://127.0.0.1:PORT/<scenario>/ns/app`, so the reader asks for
+//! `/<scenario>/ns/app@sha256=<hex>/signature-<n>`.
 
-use std::net::SocketAddr;
+mod harness;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Router;
-use axum::body::Body;
-use axum::extract::State;
-use axum::http::{HeaderMap, Response, StatusCode, Uri, header};
-use bytes::Bytes;
-use futures::StreamExt;
+use harness::{CannedResponse, LookasideServer};
 use imagegate::reference::Digest;
 use imagegate::signature::lookaside::{
-    LookasideError, ReadLimits, RequestObserver, client_builder, read_signatures,
+    LookasideError, LookasideSignature, ReadLimits, RequestObserver, client_builder,
+    read_signatures,
 };
 use imagegate::signature::registries_d::go_url::GoUrl;
 
 const HEX: &str = "20bf21ed457b390829cdbeec8795a7bea1626991fda603e0d01b4e7f60427e55";
 const MIB: usize = 1024 * 1024;
 
-#[derive(Clone, Default)]
-struct ServerState {
-    /// Where absolute redirects point (the plain-HTTP server).
-    http_addr: Arc<Mutex<Option<SocketAddr>>>,
-    /// Requests that arrived with an Authorization header.
-    authorized_requests: Arc<Mutex<usize>>,
-}
-
-/// `/<scenario>/ns/app@sha256=<hex>/signature-<n>` → (scenario, n).
-fn route(uri: &Uri) -> (String, usize) {
-    let path = uri.path().trim_start_matches('/');
-    let scenario = path.split('/').next().unwrap_or("").to_string();
-    let n = path
-        .rsplit_once("/signature-")
-        .and_then(|(_, n)| n.parse().ok())
-        .unwrap_or(0);
-    (scenario, n)
-}
-
-fn reply(status: u16, body: impl Into<Body>) -> Response<Body> {
-    Response::builder()
-        .status(StatusCode::from_u16(status).unwrap())
-        .body(body.into())
-        .unwrap()
-}
-
-fn redirect(status: u16, location: &str) -> Response<Body> {
-    Response::builder()
-        .status(StatusCode::from_u16(status).unwrap())
-        .header(header::LOCATION, location)
-        .body(Body::empty())
-        .unwrap()
-}
-
-fn sig_path(scenario: &str, n: usize) -> String {
-    format!("/{scenario}/ns/app@sha256={HEX}/signature-{n}")
-}
-
-async fn handler(State(state): State<ServerState>, uri: Uri, headers: HeaderMap) -> Response<Body> {
-    if headers.contains_key(header::AUTHORIZATION) {
-        *state.authorized_requests.lock().unwrap() += 1;
-    }
-    let http_addr = state
-        .http_addr
-        .lock()
-        .unwrap()
-        .expect("http server address");
-    let (scenario, n) = route(&uri);
-    let signature = |limit: usize| {
-        if n <= limit {
-            reply(200, format!("sig-{n}"))
-        } else {
-            reply(404, "")
-        }
-    };
-    match scenario.as_str() {
-        "two" => signature(2),
-        "none" => reply(404, "not here"),
-        "many" => signature(usize::MAX),
-        "m127" => signature(127),
-        s if s.starts_with('s') && s[1..].parse::<u16>().is_ok() => {
-            reply(s[1..].parse().unwrap(), "")
-        }
-        "redirect" => match n {
-            1 => redirect(302, &sig_path("two", 1)),
-            2 => redirect(307, &format!("http://{http_addr}{}", sig_path("hop", 2))),
-            _ => redirect(303, &sig_path("none", n)),
-        },
-        "hop" => redirect(308, &sig_path("two", n)),
-        "loop" => redirect(302, uri.path()),
-        "noloc" => reply(302, ""),
-        "ftp" => redirect(301, "ftp://127.0.0.1/sig"),
-        "big" => reply(200, vec![0xa3u8; 5 * MIB]),
-        "bigstream" => {
-            let chunks = futures::stream::iter(
-                (0..5).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![0xa3u8; MIB]))),
-            );
-            reply(200, Body::from_stream(chunks))
-        }
-        "exact" => {
-            if n == 1 {
-                reply(200, vec![0xa3u8; 4 * MIB])
-            } else {
-                reply(404, "")
-            }
-        }
-        "html" if n == 1 => Response::builder()
-            .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
-            .body(Body::from("<html>"))
-            .unwrap(),
-        "html" => reply(404, ""),
-        "slow" => {
-            tokio::time::sleep(Duration::from_secs(60)).await;
-            reply(200, "too late")
-        }
-        "slowbody" => {
-            let stalls = futures::stream::once(async {
-                Ok::<_, std::io::Error>(Bytes::from_static(b"\xa3partial"))
-            })
-            .chain(futures::stream::pending());
-            reply(200, Body::from_stream(stalls))
-        }
-        // The TLS server's scenarios.
-        "tlsok" => signature(1),
-        "downgrade" => {
-            if n == 1 {
-                reply(200, "tls-sig-1")
-            } else {
-                redirect(302, &format!("http://{http_addr}{}", sig_path("two", n)))
-            }
-        }
-        _ => reply(500, "unknown scenario"),
-    }
-}
-
-fn app(state: ServerState) -> Router {
-    Router::new().fallback(handler).with_state(state)
-}
-
-struct Fixture {
-    http: SocketAddr,
-    state: ServerState,
-    client: reqwest::Client,
-}
-
-async fn start() -> Fixture {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let state = ServerState::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let http = listener.local_addr().unwrap();
-    *state.http_addr.lock().unwrap() = Some(http);
-    let server = app(state.clone());
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, server).await;
-    });
-    Fixture {
-        http,
-        state,
-        client: client_builder().build().unwrap(),
-    }
-}
-
 fn digest() -> Digest {
     Digest::parse(&format!("sha256:{HEX}")).unwrap()
 }
 
-fn base(addr: SocketAddr, scenario: &str) -> GoUrl {
-    GoUrl::parse(&format!("http://{addr}/{scenario}/ns/app")).unwrap()
+/// The URL path of `signature-<n>` in `scenario`.
+fn sig_path(scenario: &str, n: usize) -> String {
+    format!("/{scenario}/ns/app@sha256={HEX}/signature-{n}")
+}
+
+/// A lookaside server (plain HTTP; HTTPS too if asked) and a client as
+/// imagegate builds it.
+struct Fixture {
+    server: LookasideServer,
+    client: reqwest::Client,
+}
+
+impl Fixture {
+    fn start() -> Fixture {
+        Self::with(LookasideServer::builder().start())
+    }
+
+    fn start_with_https() -> Fixture {
+        Self::with(LookasideServer::builder().https().start())
+    }
+
+    fn with(server: LookasideServer) -> Fixture {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Fixture {
+            server,
+            client: client_builder().build().unwrap(),
+        }
+    }
+
+    /// Serves `signature-1` … `signature-<count>` of `scenario` with bodies
+    /// `sig-<n>` (and 404 after them).
+    fn signatures(&self, scenario: &str, count: usize) {
+        for n in 1..=count {
+            self.server.put(&sig_path(scenario, n), format!("sig-{n}"));
+        }
+    }
+
+    /// Answers `signature-<n>` of `scenario` with `response`.
+    fn canned(&self, scenario: &str, n: usize, response: CannedResponse) {
+        self.server.respond(&sig_path(scenario, n), Some(response));
+    }
+
+    /// The full plain-HTTP URL of `signature-<n>` in `scenario`.
+    fn url(&self, scenario: &str, n: usize) -> String {
+        format!("{}{}", self.server.url(), sig_path(scenario, n))
+    }
+
+    fn base(&self, scenario: &str) -> GoUrl {
+        GoUrl::parse(&format!("{}/{scenario}/ns/app", self.server.url())).unwrap()
+    }
+
+    async fn read(
+        &self,
+        scenario: &str,
+        limits: &ReadLimits,
+        recorder: &Recorder,
+    ) -> Result<Vec<LookasideSignature>, LookasideError> {
+        read_signatures(
+            &self.base(scenario),
+            &digest(),
+            &self.client,
+            limits,
+            Some(recorder),
+        )
+        .await
+    }
 }
 
 /// One observed request: host and status.
@@ -189,40 +113,19 @@ impl Recorder {
     }
 }
 
-async fn read(
-    fx: &Fixture,
-    scenario: &str,
-    limits: &ReadLimits,
-    recorder: &Recorder,
-) -> Result<Vec<imagegate::signature::lookaside::LookasideSignature>, LookasideError> {
-    read_signatures(
-        &base(fx.http, scenario),
-        &digest(),
-        &fx.client,
-        limits,
-        Some(recorder),
-    )
-    .await
-}
-
-fn url(addr: SocketAddr, scenario: &str, n: usize) -> String {
-    format!("http://{addr}{}", sig_path(scenario, n))
-}
-
 #[tokio::test]
 async fn reads_until_404_without_credentials() {
-    let fx = start().await;
+    let fx = Fixture::start();
+    fx.signatures("two", 2);
     let rec = Recorder::default();
-    let sigs = read(&fx, "two", &ReadLimits::default(), &rec)
-        .await
-        .unwrap();
+    let sigs = fx.read("two", &ReadLimits::default(), &rec).await.unwrap();
     assert_eq!(sigs.len(), 2);
     assert_eq!(sigs[0].body, b"sig-1");
     assert_eq!(sigs[1].body, b"sig-2");
-    assert_eq!(sigs[0].url, url(fx.http, "two", 1));
-    assert_eq!(sigs[1].location, url(fx.http, "two", 2));
+    assert_eq!(sigs[0].url, fx.url("two", 1));
+    assert_eq!(sigs[1].location, fx.url("two", 2));
     // Sequential: the third request is the 404 that ends the list.
-    let host = fx.http.to_string();
+    let host = fx.server.host();
     assert_eq!(
         *rec.0.lock().unwrap(),
         vec![
@@ -231,17 +134,36 @@ async fn reads_until_404_without_credentials() {
             (host, Some(404))
         ]
     );
+    let seen: Vec<(String, u16)> = fx
+        .server
+        .requests()
+        .into_iter()
+        .map(|r| (r.path, r.status))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (sig_path("two", 1), 200),
+            (sig_path("two", 2), 200),
+            (sig_path("two", 3), 404)
+        ]
+    );
 
-    let none = read(&fx, "none", &ReadLimits::default(), &rec)
-        .await
-        .unwrap();
+    let none = fx.read("none", &ReadLimits::default(), &rec).await.unwrap();
     assert!(none.is_empty());
-    assert_eq!(*fx.state.authorized_requests.lock().unwrap(), 0);
+    let requests = fx.server.requests();
+    assert_eq!(requests.len(), 4);
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.method == "GET" && r.header("authorization").is_none()),
+        "{requests:?}"
+    );
 }
 
 #[tokio::test]
 async fn any_other_status_fails_the_read() {
-    let fx = start().await;
+    let fx = Fixture::start();
     let rec = Recorder::default();
     for (code, text) in [
         (500, "Internal Server Error"),
@@ -252,41 +174,50 @@ async fn any_other_status_fails_the_read() {
         (599, ""),
     ] {
         let scenario = format!("s{code}");
-        let err = read(&fx, &scenario, &ReadLimits::default(), &rec)
+        fx.canned(&scenario, 1, CannedResponse::status(code));
+        let err = fx
+            .read(&scenario, &ReadLimits::default(), &rec)
             .await
             .unwrap_err();
         assert_eq!(
             err.to_string(),
             format!(
                 "reading signature from {}: status {code} ({text})",
-                url(fx.http, &scenario, 1)
+                fx.url(&scenario, 1)
             )
         );
         assert_eq!(
             err,
             LookasideError::HttpStatus {
-                url: url(fx.http, &scenario, 1),
+                url: fx.url(&scenario, 1),
                 status: code
             }
         );
     }
     // A 3xx without Location is not followed, and not a success.
-    let err = read(&fx, "noloc", &ReadLimits::default(), &rec)
+    fx.canned("noloc", 1, CannedResponse::status(302));
+    let err = fx
+        .read("noloc", &ReadLimits::default(), &rec)
         .await
         .unwrap_err();
     assert_eq!(
         err.to_string(),
         format!(
             "reading signature from {}: status 302 (Found)",
-            url(fx.http, "noloc", 1)
+            fx.url("noloc", 1)
         )
     );
 }
 
 #[tokio::test]
 async fn passwords_are_redacted_in_errors() {
-    let fx = start().await;
-    let with_user = GoUrl::parse(&format!("http://user:secret@{}/s500/ns/app", fx.http)).unwrap();
+    let fx = Fixture::start();
+    fx.canned("s500", 1, CannedResponse::status(500));
+    let with_user = GoUrl::parse(&format!(
+        "http://user:secret@{}/s500/ns/app",
+        fx.server.host()
+    ))
+    .unwrap();
     let err = read_signatures(
         &with_user,
         &digest(),
@@ -300,22 +231,42 @@ async fn passwords_are_redacted_in_errors() {
         err.to_string(),
         format!(
             "reading signature from http://user:xxxxx@{}: status 500 (Internal Server Error)",
-            &url(fx.http, "s500", 1)["http://".len()..]
+            &fx.url("s500", 1)["http://".len()..]
         )
     );
 }
 
 #[tokio::test]
 async fn redirects_are_followed_and_capped() {
-    let fx = start().await;
+    let fx = Fixture::start();
+    fx.signatures("two", 2);
+    // signature-1: relative 302 to two/1. signature-2: absolute 307 to
+    // hop/2, itself a 308 to two/2. signature-3: 303 to none/3, a 404.
+    fx.canned(
+        "redirect",
+        1,
+        CannedResponse::redirect(302, &sig_path("two", 1)),
+    );
+    fx.canned(
+        "redirect",
+        2,
+        CannedResponse::redirect(307, &fx.url("hop", 2)),
+    );
+    fx.canned(
+        "redirect",
+        3,
+        CannedResponse::redirect(303, &sig_path("none", 3)),
+    );
+    fx.canned("hop", 2, CannedResponse::redirect(308, &sig_path("two", 2)));
     let rec = Recorder::default();
-    let sigs = read(&fx, "redirect", &ReadLimits::default(), &rec)
+    let sigs = fx
+        .read("redirect", &ReadLimits::default(), &rec)
         .await
         .unwrap();
     let bodies: Vec<&[u8]> = sigs.iter().map(|s| s.body.as_slice()).collect();
     assert_eq!(bodies, [b"sig-1".as_slice(), b"sig-2"]);
     // The signature is named by the URL asked for, not where it was found.
-    assert_eq!(sigs[1].url, url(fx.http, "redirect", 2));
+    assert_eq!(sigs[1].url, fx.url("redirect", 2));
     assert_eq!(
         rec.statuses(),
         [
@@ -329,15 +280,22 @@ async fn redirects_are_followed_and_capped() {
         ]
     );
 
+    // A redirect to itself.
+    fx.canned(
+        "loop",
+        1,
+        CannedResponse::redirect(302, &sig_path("loop", 1)),
+    );
     let rec = Recorder::default();
-    let err = read(&fx, "loop", &ReadLimits::default(), &rec)
+    let err = fx
+        .read("loop", &ReadLimits::default(), &rec)
         .await
         .unwrap_err();
     assert_eq!(
         err.to_string(),
         format!(
             "reading signature from {}: stopped after 5 redirects",
-            url(fx.http, "loop", 1)
+            fx.url("loop", 1)
         )
     );
     assert_eq!(rec.statuses().len(), 6);
@@ -346,63 +304,88 @@ async fn redirects_are_followed_and_capped() {
         max_redirects: 0,
         ..ReadLimits::default()
     };
-    let err = read(&fx, "redirect", &no_redirects, &rec)
-        .await
-        .unwrap_err();
+    let err = fx.read("redirect", &no_redirects, &rec).await.unwrap_err();
     assert!(matches!(err, LookasideError::Redirect { .. }), "{err}");
 
-    let err = read(&fx, "ftp", &ReadLimits::default(), &rec)
+    fx.canned(
+        "ftp",
+        1,
+        CannedResponse::redirect(301, "ftp://127.0.0.1/sig"),
+    );
+    let err = fx
+        .read("ftp", &ReadLimits::default(), &rec)
         .await
         .unwrap_err();
     assert_eq!(
         err.to_string(),
         format!(
             "reading signature from {}: refusing redirect to unsupported scheme \"ftp\" (ftp://127.0.0.1/sig)",
-            url(fx.http, "ftp", 1)
+            fx.url("ftp", 1)
         )
     );
 }
 
 #[tokio::test]
 async fn bodies_are_capped_at_4_mib() {
-    let fx = start().await;
+    let fx = Fixture::start();
+    let big = vec![0xa3u8; 5 * MIB];
+    fx.canned("big", 1, CannedResponse::ok(big.clone()));
+    fx.canned(
+        "bigstream",
+        1,
+        CannedResponse::ok(big).without_content_length(),
+    );
+    // The two oversized bodies differ only in whether the size is announced.
+    for (scenario, announced) in [("big", Some(5 * MIB as u64)), ("bigstream", None)] {
+        let response = fx.client.get(fx.url(scenario, 1)).send().await.unwrap();
+        assert_eq!(response.content_length(), announced, "{scenario}");
+    }
     let rec = Recorder::default();
     for scenario in ["big", "bigstream"] {
-        let err = read(&fx, scenario, &ReadLimits::default(), &rec)
+        let err = fx
+            .read(scenario, &ReadLimits::default(), &rec)
             .await
             .unwrap_err();
         assert_eq!(
             err.to_string(),
             "exceeded maximum allowed size of 4194304 bytes"
         );
-        assert_eq!(err.url(), Some(url(fx.http, scenario, 1).as_str()));
+        assert_eq!(err.url(), Some(fx.url(scenario, 1).as_str()));
     }
-    let exact = read(&fx, "exact", &ReadLimits::default(), &rec)
+    fx.canned("exact", 1, CannedResponse::ok(vec![0xa3u8; 4 * MIB]));
+    let exact = fx
+        .read("exact", &ReadLimits::default(), &rec)
         .await
         .unwrap();
     assert_eq!(exact.len(), 1);
     assert_eq!(exact[0].body.len(), 4 * MIB);
 
     // A text/html body is only warned about.
-    let html = read(&fx, "html", &ReadLimits::default(), &rec)
-        .await
-        .unwrap();
+    fx.canned(
+        "html",
+        1,
+        CannedResponse::ok("<html>").header("content-type", "text/html; charset=utf-8"),
+    );
+    let html = fx.read("html", &ReadLimits::default(), &rec).await.unwrap();
     assert_eq!(html.len(), 1);
     assert_eq!(html[0].body, b"<html>");
 }
 
 #[tokio::test]
 async fn at_most_127_signatures() {
-    let fx = start().await;
+    let fx = Fixture::start();
+    fx.signatures("m127", 127);
     let rec = Recorder::default();
-    let sigs = read(&fx, "m127", &ReadLimits::default(), &rec)
-        .await
-        .unwrap();
+    let sigs = fx.read("m127", &ReadLimits::default(), &rec).await.unwrap();
     assert_eq!(sigs.len(), 127);
     assert_eq!(sigs[126].body, b"sig-127");
 
+    // A store with a signature at every number.
+    fx.server
+        .respond_prefix("/many/", Some(CannedResponse::ok("sig")));
     let rec = Recorder::default();
-    let err = read(&fx, "many", &ReadLimits::default(), &rec)
+    let err = fx
+        .read("many", &ReadLimits::default(), &rec)
         .await
         .unwrap_err();
     assert_eq!(
@@ -411,23 +394,42 @@ async fn at_most_127_signatures() {
     );
     // signature-1 … signature-128 were asked for; signature-129 never is.
     assert_eq!(rec.statuses().len(), 128);
+    let many: Vec<String> = fx
+        .server
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.starts_with("/many/"))
+        .map(|r| r.path)
+        .collect();
+    assert_eq!(many.len(), 128);
+    assert_eq!(many.last(), Some(&sig_path("many", 128)));
 }
 
 #[tokio::test]
 async fn timeouts_and_deadlines() {
-    let fx = start().await;
+    let fx = Fixture::start();
+    fx.canned(
+        "slow",
+        1,
+        CannedResponse::ok("too late").delayed(Duration::from_secs(60)),
+    );
+    fx.canned(
+        "slowbody",
+        1,
+        CannedResponse::ok(b"\xa3partial".to_vec()).stalled(),
+    );
     let rec = Recorder::default();
     let short = ReadLimits {
         request_timeout: Some(Duration::from_millis(200)),
         ..ReadLimits::default()
     };
     for scenario in ["slow", "slowbody"] {
-        let err = read(&fx, scenario, &short, &rec).await.unwrap_err();
+        let err = fx.read(scenario, &short, &rec).await.unwrap_err();
         assert_eq!(
             err.to_string(),
             format!(
                 "reading signature from {}: timed out after 200ms",
-                url(fx.http, scenario, 1)
+                fx.url(scenario, 1)
             )
         );
     }
@@ -439,36 +441,39 @@ async fn timeouts_and_deadlines() {
         deadline: Some(tokio::time::Instant::now() + Duration::from_millis(200)),
         ..ReadLimits::default()
     };
-    let err = read(&fx, "slow", &deadline, &rec).await.unwrap_err();
+    let err = fx.read("slow", &deadline, &rec).await.unwrap_err();
     assert_eq!(
         err,
         LookasideError::DeadlineExceeded {
-            url: url(fx.http, "slow", 1)
+            url: fx.url("slow", 1)
         }
     );
     // A deadline already past stops the read before anything is fetched.
+    let asked = fx.server.requests().len();
     let past = ReadLimits {
         deadline: Some(tokio::time::Instant::now()),
         ..ReadLimits::default()
     };
-    let err = read(&fx, "slow", &past, &rec).await.unwrap_err();
+    let err = fx.read("slow", &past, &rec).await.unwrap_err();
     assert!(
         matches!(err, LookasideError::DeadlineExceeded { .. }),
         "{err}"
     );
+    assert_eq!(fx.server.requests().len(), asked);
 }
 
 #[tokio::test]
 async fn connection_errors_are_fatal() {
-    let fx = start().await;
+    let fx = Fixture::start();
     // A port nobody listens on.
     let closed = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     };
+    let closed_url = format!("http://{closed}{}", sig_path("two", 1));
     let rec = Recorder::default();
     let err = read_signatures(
-        &base(closed, "two"),
+        &GoUrl::parse(&format!("http://{closed}/two/ns/app")).unwrap(),
         &digest(),
         &fx.client,
         &ReadLimits::default(),
@@ -479,39 +484,36 @@ async fn connection_errors_are_fatal() {
     let LookasideError::Network { url: shown, reason } = &err else {
         panic!("unexpected {err:?}");
     };
-    assert_eq!(*shown, url(closed, "two", 1));
+    assert_eq!(*shown, closed_url);
     assert!(!reason.is_empty());
-    assert!(err.to_string().starts_with(&format!(
-        "reading signature from {}: ",
-        url(closed, "two", 1)
-    )));
+    assert!(
+        err.to_string()
+            .starts_with(&format!("reading signature from {closed_url}: "))
+    );
     assert_eq!(*rec.0.lock().unwrap(), vec![(closed.to_string(), None)]);
 }
 
 #[tokio::test]
 async fn https_works_and_never_downgrades() {
-    let fx = start().await;
-    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
-    let tls = axum_server::tls_rustls::RustlsConfig::from_pem(
-        cert.cert.pem().into_bytes(),
-        cert.signing_key.serialize_pem().into_bytes(),
-    )
-    .await
-    .unwrap();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let https = listener.local_addr().unwrap();
-    let server = axum_server::from_tcp_rustls(listener, tls).unwrap();
-    let tls_app = app(fx.state.clone());
-    tokio::spawn(async move {
-        let _ = server.serve(tls_app.into_make_service()).await;
-    });
+    let fx = Fixture::start_with_https();
+    let server = &fx.server;
+    fx.signatures("two", 2);
+    fx.signatures("tlsok", 1);
+    server.put(&sig_path("downgrade", 1), "tls-sig-1");
+    fx.canned(
+        "downgrade",
+        2,
+        CannedResponse::redirect(302, &fx.url("two", 2)),
+    );
     let client = client_builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap())
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(server.ca_cert_pem().as_bytes()).unwrap(),
+        )
         .build()
         .unwrap();
-    let https_base =
-        |scenario: &str| GoUrl::parse(&format!("https://{https}/{scenario}/ns/app")).unwrap();
+    let https_base = |scenario: &str| {
+        GoUrl::parse(&format!("{}/{scenario}/ns/app", server.https_url())).unwrap()
+    };
 
     let sigs = read_signatures(
         &https_base("tlsok"),
@@ -525,6 +527,7 @@ async fn https_works_and_never_downgrades() {
     assert_eq!(sigs.len(), 1);
     assert_eq!(sigs[0].body, b"sig-1");
 
+    server.clear_requests();
     let rec = Recorder::default();
     let err = read_signatures(
         &https_base("downgrade"),
@@ -538,11 +541,24 @@ async fn https_works_and_never_downgrades() {
     assert_eq!(
         err.to_string(),
         format!(
-            "reading signature from https://{https}{}: refusing redirect from https to http ({})",
+            "reading signature from {}{}: refusing redirect from https to http ({})",
+            server.https_url(),
             sig_path("downgrade", 2),
-            url(fx.http, "two", 2)
+            fx.url("two", 2)
         )
     );
     // The plain-HTTP target was never contacted.
     assert_eq!(rec.statuses(), [Some(200), Some(302)]);
+    let seen: Vec<(String, String)> = server
+        .requests()
+        .into_iter()
+        .map(|r| (r.scheme, r.path))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("https".to_string(), sig_path("downgrade", 1)),
+            ("https".to_string(), sig_path("downgrade", 2))
+        ]
+    );
 }

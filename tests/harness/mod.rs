@@ -19,6 +19,12 @@
 //! let (accepted, message) = h.skopeo_verdict(&policy, &h.image("e2e/hello:v1"));
 //! ```
 //!
+//! A suite that needs only a web server for signatures (no registry, keys
+//! or skopeo) starts a [`LookasideServer`] on its own with
+//! `LookasideServer::builder()`: optional HTTPS, canned statuses, redirects,
+//! oversized, delayed and stalled bodies, and a log of every request with
+//! its headers (see [`lookaside`]).
+//!
 //! Tools: `docker-registry`, `skopeo`, `gpg`, `gpgconf`, `tar`, `gzip` (a
 //! missing one panics with the package to install; `scripts/test.sh`
 //! installs them all).
@@ -41,7 +47,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use serde_json::json;
 
 pub use keys::{EXPIRED_KEY_SIGN_TIME, Key, Keys, keys};
-pub use lookaside::{CannedResponse, LookasideRequest, LookasideServer};
+pub use lookaside::{CannedResponse, LookasideRequest, LookasideServer, LookasideServerBuilder};
 pub use oci::{Instance, OciImage, Platform, sha256_digest};
 pub use registry::Registry;
 
@@ -372,12 +378,54 @@ impl Harness {
     /// The raw manifest (or list) `path` (`repo:tag` or `repo@digest`)
     /// resolves to in this registry.
     pub fn raw_manifest(&self, path: &str) -> Vec<u8> {
-        run_ok(
+        self.try_raw_manifest(path)
+            .unwrap_or_else(|e| panic!("test harness: skopeo inspect --raw {path}: {e}"))
+    }
+
+    /// [`Harness::raw_manifest`], or skopeo's error message when it cannot
+    /// read one (the `msg` of its fatal log line, as [`skopeo_message`]
+    /// gives it, e.g. for a missing tag or repository).
+    pub fn try_raw_manifest(&self, path: &str) -> Result<Vec<u8>, String> {
+        let output = run(
             self.skopeo()
                 .args(["inspect", "--raw", "--tls-verify=false"])
                 .arg(format!("docker://{}", self.image(path))),
             None,
-        )
+        );
+        if output.status.success() {
+            Ok(output.stdout)
+        } else {
+            Err(skopeo_message(&String::from_utf8_lossy(&output.stderr)))
+        }
+    }
+
+    /// The manifest c/image pulls for `path` (`repo:tag` or `repo@digest`)
+    /// on `platform` (`os/arch[/variant]`; `None`: this machine's): skopeo
+    /// copies the image to a `dir:` destination, which keeps the manifest it
+    /// chose unchanged, so for a manifest list this is the instance skopeo
+    /// selects for that platform, byte for byte.
+    pub fn pulled_manifest(&self, path: &str, platform: Option<&str>) -> Vec<u8> {
+        let dest = self.unique_path("pulled");
+        let mut cmd = self.skopeo();
+        platform_args(&mut cmd, platform);
+        cmd.args(["copy", "-q", "--src-tls-verify=false"])
+            .arg("--policy")
+            .arg(&self.accept_all)
+            .arg("--registries.d")
+            .arg(&self.registries_d)
+            .arg(format!("docker://{}", self.image(path)))
+            .arg(format!("dir:{}", dest.display()));
+        run_ok(&mut cmd, None);
+        let manifest = std::fs::read(dest.join("manifest.json"))
+            .unwrap_or_else(|e| panic!("test harness: read the manifest skopeo pulled: {e}"));
+        let _ = std::fs::remove_dir_all(&dest);
+        manifest
+    }
+
+    /// `sha256:<hex>` of [`Harness::pulled_manifest`]: for a manifest list,
+    /// the digest of the instance c/image selects for `platform`.
+    pub fn pulled_digest(&self, path: &str, platform: Option<&str>) -> String {
+        sha256_digest(&self.pulled_manifest(path, platform))
     }
 
     /// `sha256:<hex>` of [`Harness::raw_manifest`]: the digest c/image uses.
@@ -547,13 +595,7 @@ impl Harness {
     ) -> (bool, String) {
         let image = image.strip_prefix("docker://").unwrap_or(image);
         let mut cmd = self.skopeo();
-        if let Some(platform) = platform {
-            let p = Platform::parse(platform);
-            cmd.args(["--override-os", &p.os, "--override-arch", &p.architecture]);
-            if let Some(variant) = &p.variant {
-                cmd.args(["--override-variant", variant]);
-            }
-        }
+        platform_args(&mut cmd, platform);
         let dest = self.unique_path("verdict");
         cmd.args(["copy", "-q", "--src-tls-verify=false"])
             .arg("--registries.d")
@@ -602,6 +644,18 @@ impl Drop for Harness {
         }
         // The registry and lookaside server stop as their fields drop, then
         // the directory is removed (unless kept, see `Harness::dir`).
+    }
+}
+
+/// skopeo's global `--override-os/-arch/-variant` options for `platform`
+/// (`os/arch[/variant]`); nothing for `None`.
+fn platform_args(cmd: &mut Command, platform: Option<&str>) {
+    if let Some(platform) = platform {
+        let p = Platform::parse(platform);
+        cmd.args(["--override-os", &p.os, "--override-arch", &p.architecture]);
+        if let Some(variant) = &p.variant {
+            cmd.args(["--override-variant", variant]);
+        }
     }
 }
 
