@@ -11,7 +11,6 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -26,49 +25,9 @@ use tokio::task::JoinHandle;
 use crate::crd::{ClusterImagePolicy, ImagePolicy};
 use crate::engine::Mode;
 
-/// A platform whose manifest-list instance admission must verify:
-/// `os/architecture[/variant]` as the OCI image index spells it.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Platform {
-    pub os: String,
-    pub architecture: String,
-    pub variant: Option<String>,
-}
-
-impl fmt::Display for Platform {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.os, self.architecture)?;
-        if let Some(v) = &self.variant {
-            write!(f, "/{v}")?;
-        }
-        Ok(())
-    }
-}
-
-impl FromStr for Platform {
-    type Err = String;
-
-    /// Parses `OS/ARCH[/VARIANT]` (the `--platform` flag).
-    fn from_str(s: &str) -> Result<Platform, String> {
-        let parts: Vec<&str> = s.split('/').collect();
-        let bad = || format!("invalid platform {s:?}: expected OS/ARCH[/VARIANT]");
-        match parts.as_slice() {
-            [os, arch] if !os.is_empty() && !arch.is_empty() => Ok(Platform {
-                os: os.to_string(),
-                architecture: arch.to_string(),
-                variant: None,
-            }),
-            [os, arch, variant] if !os.is_empty() && !arch.is_empty() && !variant.is_empty() => {
-                Ok(Platform {
-                    os: os.to_string(),
-                    architecture: arch.to_string(),
-                    variant: Some(variant.to_string()),
-                })
-            }
-            _ => Err(bad()),
-        }
-    }
-}
+/// A platform whose manifest-list instance admission must verify (the
+/// manifest module's type, so node platforms feed instance selection as is).
+pub use crate::manifest::list::Platform;
 
 /// The label the kubelet sets for the OS (also in `status.nodeInfo`).
 pub const LABEL_OS: &str = "kubernetes.io/os";
