@@ -49,9 +49,14 @@ step_demo() {
   scripts/demo.sh
 }
 
-# The Helm chart, Dockerfile and docs (pytest in a venv the script makes).
+# The Helm chart, Dockerfile and docs (pytest in a venv the script makes),
+# with the built binary for the checks that need it (the chart's policies
+# through `imagegate policy lint`, the chart's flags against `serve --help`).
 step_chart() {
-  scripts/test-chart.sh -q
+  cargo build --locked --quiet --bin imagegate
+  IMAGEGATE_BIN="$(cargo metadata --format-version 1 --no-deps \
+    | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')/debug/imagegate" \
+    scripts/test-chart.sh -q
 }
 
 # Runs one step in a subshell with errexit in force and leaves its exit

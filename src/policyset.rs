@@ -153,7 +153,8 @@ pub fn load_namespaced_policy(
     )
 }
 
-fn compile(
+/// Compiles one document's spec (strict policy parse, registries.d check).
+pub fn compile(
     id: DocumentId,
     namespace: Option<String>,
     mode: Mode,

@@ -20,6 +20,7 @@ pub trait CredentialProvider: Send + Sync {
     fn credentials_for<'a>(
         &'a self,
         context: &'a RequestContext,
+        images: &'a [String],
     ) -> Pin<Box<dyn Future<Output = Arc<dyn CredentialSource>> + Send + 'a>>;
 }
 
@@ -30,6 +31,7 @@ impl CredentialProvider for StaticCredentials {
     fn credentials_for<'a>(
         &'a self,
         _context: &'a RequestContext,
+        _images: &'a [String],
     ) -> Pin<Box<dyn Future<Output = Arc<dyn CredentialSource>> + Send + 'a>> {
         let c = self.0.clone();
         Box::pin(async move { c })
@@ -57,7 +59,7 @@ impl ImageVerifier for EngineVerifier {
             // One consistent set for the whole review, even if it changes meanwhile.
             let set = self.policies.borrow().clone();
             let documents = set.documents_for(context.namespace.as_deref());
-            let credentials = self.credentials.credentials_for(context).await;
+            let credentials = self.credentials.credentials_for(context, images).await;
             let ctx = VerifyContext {
                 registries_d: &set.registries_d,
                 keys: self.keys.as_ref(),

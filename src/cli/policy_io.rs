@@ -87,24 +87,7 @@ fn inline_keys(policy: &mut Policy) -> Result<(), Error> {
         }
         Ok(())
     };
-    for_each_requirement(policy, inline)
-}
-
-fn for_each_requirement(
-    policy: &mut Policy,
-    mut f: impl FnMut(&mut Requirement) -> Result<(), Error>,
-) -> Result<(), Error> {
-    if let Some(d) = &mut policy.default {
-        d.iter_mut().try_for_each(&mut f)?;
-    }
-    for t in &mut policy.transports {
-        let mut scopes = t.scopes().to_vec();
-        for s in &mut scopes {
-            s.requirements.iter_mut().try_for_each(&mut f)?;
-        }
-        *t = crate::policy::TransportScopes::new(t.name.clone(), scopes);
-    }
-    Ok(())
+    policy.try_for_each_requirement_mut(inline)
 }
 
 pub fn import(a: ImportArgs) -> Result<u8, Error> {
@@ -211,7 +194,7 @@ fn export_keys(
         written.insert(p.to_string(), target.clone());
         Ok(target)
     };
-    for_each_requirement(policy, |r| {
+    policy.try_for_each_requirement_mut(|r| {
         if let Requirement::SignedBy(sb) = r {
             sb.keys = match &sb.keys {
                 KeySource::Path(p) => KeySource::Path(relocate(p)?),

@@ -10,7 +10,9 @@ use clap::Args;
 
 use crate::Error;
 use crate::admission::review::ReviewOptions;
-use crate::admission::verifier::{EngineVerifier, StaticCredentials};
+use crate::admission::verifier::{CredentialProvider, EngineVerifier, StaticCredentials};
+use crate::controller::policies::{ClusterCredentials, PolicyCompiler, spawn_policy_sets};
+use crate::controller::{CertConfig, Controller, ControllerConfig, LeaseConfig};
 use crate::engine::{CacheSettings, Engine, EngineConfig};
 use crate::metrics::Metrics;
 use crate::policy::FilesystemKeyResolver;
@@ -25,15 +27,49 @@ pub struct ServeArgs {
     #[arg(long, env = "IMAGEGATE_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
     pub metrics_listen: SocketAddr,
     /// Directory of YAML files holding ClusterImagePolicy and ImagePolicy
-    /// objects (no cluster needed); watched for changes.
+    /// objects (no cluster needed); watched for changes. Without it,
+    /// imagegate runs in the cluster: it watches the policy CRDs and Nodes.
     #[arg(long, env = "IMAGEGATE_POLICIES")]
-    pub policies: PathBuf,
-    /// Serving certificate chain (PEM); re-read when it changes.
-    #[arg(long, env = "IMAGEGATE_TLS_CERT")]
-    pub tls_cert: PathBuf,
+    pub policies: Option<PathBuf>,
+    /// Serving certificate chain (PEM), e.g. from cert-manager; re-read when
+    /// it changes. Without it, `--cert-secret` (self-managed certificates).
+    #[arg(long, env = "IMAGEGATE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
     /// Serving key (PEM); re-read when it changes.
-    #[arg(long, env = "IMAGEGATE_TLS_KEY")]
-    pub tls_key: PathBuf,
+    #[arg(long, env = "IMAGEGATE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// imagegate's namespace (its Lease, certificate Secret, configured pull
+    /// secrets, and the keyRefs of cluster documents).
+    #[arg(long, env = "IMAGEGATE_NAMESPACE", default_value = "imagegate")]
+    pub namespace: String,
+    /// This replica's name (the Lease holder identity).
+    #[arg(long, env = "IMAGEGATE_POD_NAME")]
+    pub pod_name: Option<String>,
+    /// The Service the API server reaches the webhook through (the serving
+    /// certificate's names).
+    #[arg(long, env = "IMAGEGATE_SERVICE_NAME", default_value = "imagegate")]
+    pub service_name: String,
+    /// Self-managed certificates: the Secret (in `--namespace`) holding the
+    /// CA and serving certificate, created and rotated by the leader.
+    #[arg(long, env = "IMAGEGATE_CERT_SECRET", conflicts_with = "tls_cert")]
+    pub cert_secret: Option<String>,
+    /// The Validating/MutatingWebhookConfiguration whose caBundle is kept current.
+    #[arg(long, env = "IMAGEGATE_WEBHOOK_NAME", default_value = "imagegate")]
+    pub webhook_name: String,
+    /// Where self-managed certificate files are written for the server.
+    #[arg(long, env = "IMAGEGATE_CERT_DIR", default_value = "/tmp/imagegate-tls")]
+    pub cert_dir: PathBuf,
+    /// The coordination.k8s.io Lease used for leader election.
+    #[arg(
+        long,
+        env = "IMAGEGATE_LEADER_ELECTION_LEASE",
+        default_value = "imagegate-leader"
+    )]
+    pub leader_election_lease: String,
+    /// Pull secrets in `--namespace` used after the pod's and its
+    /// ServiceAccount's (repeatable).
+    #[arg(long, env = "IMAGEGATE_PULL_SECRET", value_delimiter = ',')]
+    pub pull_secret: Vec<String>,
     /// containers auth file with registry credentials.
     #[arg(long, env = "IMAGEGATE_AUTHFILE")]
     pub authfile: Option<PathBuf>,
@@ -113,26 +149,92 @@ pub async fn serve(a: ServeArgs) -> Result<u8, Error> {
         ..EngineConfig::default()
     };
     let engine = Arc::new(Engine::new(config, Some(metrics.clone()))?);
-    let credentials: Arc<dyn crate::registry::CredentialSource> = match &a.authfile {
+    let authfile: Arc<dyn crate::registry::CredentialSource> = match &a.authfile {
         Some(p) => {
             Arc::new(crate::registry::AuthFile::load(p).map_err(|e| Error::Config(e.to_string()))?)
         }
         None => Arc::new(crate::registry::Anonymous),
     };
-    let policies = crate::policyset::watch_directory(
-        a.policies.clone(),
-        Duration::from_secs(1),
-        Some(metrics.clone()),
-    )
-    .map_err(Error::Config)?;
+    let ready = Arc::new(AtomicBool::new(false));
+    let mut controller = None;
+    let (policies, credentials, tls): (_, Arc<dyn CredentialProvider>, TlsFiles) = match &a.policies
+    {
+        Some(dir) => {
+            let policies = crate::policyset::watch_directory(
+                dir.clone(),
+                Duration::from_secs(1),
+                Some(metrics.clone()),
+            )
+            .map_err(Error::Config)?;
+            ready.store(true, Ordering::Release);
+            (
+                policies,
+                Arc::new(StaticCredentials(authfile)),
+                tls_files(&a)?,
+            )
+        }
+        None => {
+            let client = kube::Client::try_default().await.map_err(|e| {
+                Error::Config(format!(
+                    "no --policies directory and no Kubernetes API to watch: {e}"
+                ))
+            })?;
+            let identity = a
+                .pod_name
+                .clone()
+                .or_else(|| std::env::var("HOSTNAME").ok())
+                .unwrap_or_else(|| "imagegate".to_string());
+            let mut config = ControllerConfig::new(&a.namespace, &identity);
+            config.lease = Some(LeaseConfig::new(
+                &a.namespace,
+                &a.leader_election_lease,
+                &identity,
+                Duration::from_secs(15),
+            ));
+            config.pull_secrets.secret_names = a.pull_secret.clone();
+            if !a.platform.is_empty() {
+                config.platforms = Some(platforms(&a.platform)?);
+            }
+            let tls = match &a.cert_secret {
+                Some(secret) => {
+                    let mut certs = CertConfig::new(secret, &a.service_name, &a.cert_dir);
+                    certs.validating_webhook = Some(a.webhook_name.clone());
+                    certs.mutating_webhook = Some(a.webhook_name.clone());
+                    config.certs = Some(certs);
+                    TlsFiles {
+                        cert: a.cert_dir.join(crate::controller::certs::KEY_TLS_CRT),
+                        key: a.cert_dir.join(crate::controller::certs::KEY_TLS_KEY),
+                    }
+                }
+                None => tls_files(&a)?,
+            };
+            let started = Controller::start(client.clone(), config, Arc::new(PolicyCompiler));
+            let policies = spawn_policy_sets(
+                client,
+                a.namespace.clone(),
+                started.subscribe(),
+                engine.clone(),
+                Some(metrics.clone()),
+                ready.clone(),
+                Duration::from_secs(30),
+            );
+            let credentials = Arc::new(ClusterCredentials {
+                resolver: started.pull_secrets().clone(),
+                fallback: authfile,
+            });
+            tracing::info!("waiting for the serving certificate");
+            started.wait_certificates().await;
+            controller = Some(started);
+            (policies, credentials as Arc<dyn CredentialProvider>, tls)
+        }
+    };
     let verifier = EngineVerifier {
         engine,
         policies,
         keys: Arc::new(FilesystemKeyResolver::new()),
-        credentials: Arc::new(StaticCredentials(credentials)),
+        credentials,
         timeout: a.admission_timeout,
     };
-    let ready = Arc::new(AtomicBool::new(false));
     let state = AppState {
         verifier: Arc::new(verifier),
         options: Arc::new(ReviewOptions {
@@ -144,16 +246,12 @@ pub async fn serve(a: ServeArgs) -> Result<u8, Error> {
     let server_config = ServerConfig {
         listen: a.listen,
         metrics_listen: a.metrics_listen,
-        tls: TlsFiles {
-            cert: a.tls_cert.clone(),
-            key: a.tls_key.clone(),
-        },
+        tls,
         body_limit: server::DEFAULT_BODY_LIMIT,
         tls_reload_interval: Duration::from_secs(2),
         shutdown_grace: Duration::from_secs(25),
     };
     let running = server::start(state, &server_config).await?;
-    ready.store(true, Ordering::Release);
     tracing::info!(listen = %running.addr, metrics = %running.metrics_addr, "imagegate serving");
     // Tests and scripts read the bound addresses from stderr.
     eprintln!(
@@ -164,7 +262,23 @@ pub async fn serve(a: ServeArgs) -> Result<u8, Error> {
     tracing::info!("shutting down: draining in-flight reviews");
     ready.store(false, Ordering::Release);
     running.shutdown(server_config.shutdown_grace).await?;
+    if let Some(c) = controller {
+        c.shutdown().await;
+    }
     Ok(0)
+}
+
+fn tls_files(a: &ServeArgs) -> Result<TlsFiles, Error> {
+    match (&a.tls_cert, &a.tls_key) {
+        (Some(cert), Some(key)) => Ok(TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        _ => Err(Error::Config(
+            "serving certificates: give --tls-cert and --tls-key, or --cert-secret (in a cluster)"
+                .into(),
+        )),
+    }
 }
 
 async fn shutdown_signal() {

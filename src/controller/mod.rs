@@ -16,6 +16,7 @@
 
 pub mod certs;
 pub mod leader;
+pub mod policies;
 pub mod pull_secrets;
 pub mod status;
 pub mod watch;

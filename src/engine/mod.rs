@@ -83,7 +83,8 @@ pub struct VerifyContext<'a> {
 /// by every verification.
 pub struct Engine {
     fetcher: Fetcher,
-    platforms: Vec<Platform>,
+    /// Replaced when the cluster's nodes change (see `set_platforms`).
+    platforms: std::sync::RwLock<Arc<Vec<Platform>>>,
     accepted: Cache<String, Arc<InstanceVerdict>>,
     rejected: Cache<String, Arc<InstanceVerdict>>,
     metrics: Option<Arc<Metrics>>,
@@ -121,7 +122,7 @@ impl Engine {
         );
         Ok(Engine {
             fetcher,
-            platforms: config.platforms,
+            platforms: std::sync::RwLock::new(Arc::new(config.platforms)),
             accepted: Cache::builder()
                 .max_capacity(config.caches.max_entries)
                 .time_to_live(config.caches.verdict_ttl)
@@ -134,8 +135,19 @@ impl Engine {
         })
     }
 
-    pub fn platforms(&self) -> &[Platform] {
-        &self.platforms
+    /// The platforms whose list instances are verified.
+    pub fn platforms(&self) -> Arc<Vec<Platform>> {
+        self.platforms.read().map(|p| p.clone()).unwrap_or_default()
+    }
+
+    /// Replaces the platforms (the controller calls this when nodes change).
+    pub fn set_platforms(&self, platforms: Vec<Platform>) {
+        if let Ok(mut p) = self.platforms.write()
+            && **p != platforms
+        {
+            tracing::info!(platforms = ?platforms.iter().map(|p| p.to_string()).collect::<Vec<_>>(), "verifying list instances for these platforms");
+            *p = Arc::new(platforms);
+        }
     }
 
     /// Decides one image (as written in a pod) against `documents`.
@@ -268,7 +280,7 @@ impl Engine {
         ));
         let resolved = self
             .fetcher
-            .resolve(reference, &self.platforms, ctx.credentials)
+            .resolve(reference, &self.platforms(), ctx.credentials)
             .await?;
         let mut instances = Vec::with_capacity(resolved.instances.len());
         for instance in resolved.instances {

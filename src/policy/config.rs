@@ -417,6 +417,25 @@ impl Policy {
         self.transports.iter().find(|t| t.name == name)
     }
 
+    /// Applies `f` to every requirement of the document (default and every
+    /// scope of every transport), stopping at the first error.
+    pub fn try_for_each_requirement_mut<E>(
+        &mut self,
+        mut f: impl FnMut(&mut Requirement) -> Result<(), E>,
+    ) -> Result<(), E> {
+        if let Some(d) = &mut self.default {
+            d.iter_mut().try_for_each(&mut f)?;
+        }
+        for t in &mut self.transports {
+            let mut scopes = t.scopes.clone();
+            for s in &mut scopes {
+                s.requirements.iter_mut().try_for_each(&mut f)?;
+            }
+            *t = TransportScopes::new(t.name.clone(), scopes);
+        }
+        Ok(())
+    }
+
     /// This document as policy.json (keys in model order; `signedIdentity`
     /// always explicit).
     pub fn to_json(&self) -> Value {
