@@ -1,0 +1,202 @@
+//! imagegate in a cluster, end to end without a kube-apiserver: the real
+//! `kube` client against the fake API server (real Kubernetes JSON), the
+//! controller compiling ClusterImagePolicy objects whose keys come from a
+//! Secret (`keyRef`), and the verifier deciding images from the real
+//! registry and lookaside of the harness.
+
+mod fake_apiserver;
+mod harness;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use fake_apiserver::{FakeApiServer, Gvr, eventually, node, secret};
+use harness::{Harness, keys};
+use imagegate::admission::review::{ImageVerifier, RequestContext};
+use imagegate::admission::verifier::{EngineVerifier, StaticCredentials};
+use imagegate::controller::policies::{PolicyCompiler, spawn_policy_sets};
+use imagegate::controller::{Controller, ControllerConfig};
+use imagegate::engine::{Engine, EngineConfig};
+use imagegate::policy::FilesystemKeyResolver;
+use imagegate::registry::{Anonymous, RegistryOptions};
+use serde_json::{Value, json};
+
+const NAMESPACE: &str = "imagegate-system";
+
+fn cluster_policy(h: &Harness, policy: Value) -> Value {
+    json!({
+        "apiVersion": "imagegate.dev/v1alpha1",
+        "kind": "ClusterImagePolicy",
+        "metadata": {"name": "prod"},
+        "spec": {
+            "mode": "Enforce",
+            "policy": policy,
+            "lookaside": {"docker": {h.registry(): {"lookaside": h.lookaside_url()}}}
+        }
+    })
+}
+
+fn requires_key_ref(h: &Harness) -> Value {
+    json!({"transports": {"docker": {h.image("team"): [{"type": "signedBy", "keyType": "GPGKeys",
+        "keyRef": {"secret": "signing-keys", "key": "signer.asc"}}]}}})
+}
+
+#[tokio::test]
+async fn cluster_documents_with_key_refs_decide_admission() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let h = Harness::start();
+    let k = keys();
+    let digest = h.push_signed(
+        &h.build_index("cluster", &["linux/amd64", "linux/arm64"]),
+        "team/app:v1",
+        &k.signer,
+    );
+    h.push_unsigned(&h.build_image("cluster unsigned"), "team/unsigned:v1");
+
+    let fake = FakeApiServer::start().await;
+    fake.enable_status_subresource("clusterimagepolicies");
+    fake.insert(
+        &Gvr::secrets(),
+        secret(
+            NAMESPACE,
+            "signing-keys",
+            "Opaque",
+            &[(
+                "signer.asc",
+                &std::fs::read(&k.signer.public_armored).unwrap(),
+            )],
+        ),
+    );
+    fake.insert(&Gvr::nodes(), node("arm-node", "linux", "arm64", None));
+    fake.insert(
+        &Gvr::cluster_image_policies(),
+        cluster_policy(&h, requires_key_ref(&h)),
+    );
+
+    let mut config = ControllerConfig::new(NAMESPACE, "imagegate-0");
+    config.lease = None;
+    let controller = Controller::start(fake.client(), config, Arc::new(PolicyCompiler));
+    let engine = Arc::new(
+        Engine::new(
+            EngineConfig {
+                registry: RegistryOptions {
+                    tls_verify: false,
+                    ..RegistryOptions::default()
+                },
+                ..EngineConfig::default()
+            },
+            None,
+        )
+        .unwrap(),
+    );
+    let ready = Arc::new(AtomicBool::new(false));
+    let policies = spawn_policy_sets(
+        fake.client(),
+        NAMESPACE.into(),
+        controller.subscribe(),
+        engine.clone(),
+        None,
+        ready.clone(),
+        Duration::from_millis(500),
+    );
+    eventually("the policy set is built from a synced snapshot", || {
+        ready.load(std::sync::atomic::Ordering::Acquire)
+    })
+    .await;
+    let verifier = EngineVerifier {
+        engine: engine.clone(),
+        policies: policies.clone(),
+        keys: Arc::new(FilesystemKeyResolver::new()),
+        credentials: Arc::new(StaticCredentials(Arc::new(Anonymous))),
+        timeout: Duration::from_secs(5),
+    };
+    let ctx = RequestContext {
+        namespace: Some("team".into()),
+        ..RequestContext::default()
+    };
+    // The nodes' platforms drive instance selection: an arm64 node only.
+    assert_eq!(
+        engine
+            .platforms()
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>(),
+        ["linux/arm64"]
+    );
+    let images = vec![h.image("team/app:v1"), h.image("team/unsigned:v1")];
+    let verdicts = verifier.verify(&images, &ctx).await;
+    assert!(verdicts[0].allowed(), "{:?}", verdicts[0]);
+    assert_eq!(verdicts[0].digest.as_deref(), Some(digest.as_str()));
+    assert_eq!(
+        verdicts[0].documents[0].instances[0].platform.as_deref(),
+        Some("linux/arm64")
+    );
+    assert!(!verdicts[1].allowed());
+    assert_eq!(verdicts[1].documents[0].document, "ClusterImagePolicy/prod");
+
+    // Status: valid (keys are listed for inline and file keys; a keyRef is
+    // read when the policy set is built, and a failure shows there).
+    eventually("status Ready=True", || {
+        fake.get(&Gvr::cluster_image_policies(), None, "prod")
+            .is_some_and(|o| o["status"]["conditions"][0]["status"] == "True")
+    })
+    .await;
+
+    // A new version that fails c/image's rules: status says so, the last
+    // valid version keeps deciding.
+    fake.modify(&Gvr::cluster_image_policies(), None, "prod", |o| {
+        o["spec"]["policy"]["transports"]["docker"][h.image("team")] = json!([]);
+    });
+    eventually("status Ready=False with the reason", || {
+        fake.get(&Gvr::cluster_image_policies(), None, "prod")
+            .is_some_and(|o| {
+                o["status"]["conditions"][0]["status"] == "False"
+                    && o["status"]["conditions"][0]["message"]
+                        .as_str()
+                        .is_some_and(|m| {
+                            m.contains("List of verification policy requirements must not be empty")
+                        })
+            })
+    })
+    .await;
+    let verdicts = verifier.verify(&images, &ctx).await;
+    assert!(verdicts[0].allowed() && !verdicts[1].allowed());
+
+    // The key Secret disappears: that version is refused, the last valid one
+    // (with the key already read) still serves.
+    fake.modify(&Gvr::cluster_image_policies(), None, "prod", |o| {
+        o["spec"]["policy"] = requires_key_ref(&h);
+        o["spec"]["mode"] = json!("Enforce");
+    });
+    fake.remove(&Gvr::secrets(), Some(NAMESPACE), "signing-keys");
+    eventually("the missing key is reported", || {
+        policies
+            .borrow()
+            .errors
+            .iter()
+            .any(|(id, e)| id == "ClusterImagePolicy/prod" && e.contains("signing-keys"))
+    })
+    .await;
+    let verdicts = verifier.verify(&images, &ctx).await;
+    assert!(verdicts[0].allowed() && !verdicts[1].allowed());
+
+    // A namespace document tightens the cluster's for its namespace only.
+    fake.insert(
+        &Gvr::image_policies(),
+        json!({"apiVersion": "imagegate.dev/v1alpha1", "kind": "ImagePolicy",
+               "metadata": {"name": "nothing", "namespace": "locked"},
+               "spec": {"policy": {"default": [{"type": "reject"}]}}}),
+    );
+    eventually("the namespace document is in the set", || {
+        policies.borrow().documents_for(Some("locked")).len() == 2
+    })
+    .await;
+    let locked = RequestContext {
+        namespace: Some("locked".into()),
+        ..RequestContext::default()
+    };
+    assert!(!verifier.verify(&images[..1], &locked).await[0].allowed());
+    assert!(verifier.verify(&images[..1], &ctx).await[0].allowed());
+    controller.shutdown().await;
+}
