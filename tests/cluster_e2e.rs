@@ -200,3 +200,68 @@ async fn cluster_documents_with_key_refs_decide_admission() {
     assert!(verifier.verify(&images[..1], &ctx).await[0].allowed());
     controller.shutdown().await;
 }
+
+/// `imagegate policy export --from-cluster` reads the documents (and their
+/// keyRef keys) through a kubeconfig, and the files it writes make skopeo
+/// decide as the webhook does.
+#[tokio::test(flavor = "multi_thread")]
+async fn export_from_cluster_gives_crio_the_same_policy() {
+    let h = Harness::start();
+    let k = keys();
+    h.push_signed(&h.build_image("export signed"), "team/app:v1", &k.signer);
+    h.push_unsigned(&h.build_image("export unsigned"), "team/unsigned:v1");
+    let fake = FakeApiServer::start().await;
+    fake.insert(
+        &Gvr::secrets(),
+        secret(
+            NAMESPACE,
+            "signing-keys",
+            "Opaque",
+            &[(
+                "signer.asc",
+                &std::fs::read(&k.signer.public_armored).unwrap(),
+            )],
+        ),
+    );
+    fake.insert(
+        &Gvr::cluster_image_policies(),
+        cluster_policy(&h, requires_key_ref(&h)),
+    );
+    let kubeconfig = h.write_file(
+        "kubeconfig",
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: fake, cluster: {{server: 'http://{}'}}}}]\nusers: [{{name: u, user: {{}}}}]\ncontexts: [{{name: c, context: {{cluster: fake, user: u}}}}]\ncurrent-context: c\n",
+            fake.addr
+        ),
+    );
+    let out_dir = h.dir().join("exported");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_imagegate"))
+        .env("KUBECONFIG", &kubeconfig)
+        .args([
+            "policy",
+            "export",
+            "--from-cluster",
+            "--namespace",
+            NAMESPACE,
+            "--out",
+        ])
+        .arg(&out_dir)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rd = out_dir.join("registries.d");
+    let policy = out_dir.join("policy.json");
+    assert!(
+        h.skopeo_verdict_with(&policy, &h.image("team/app:v1"), None, &rd)
+            .0
+    );
+    assert!(
+        !h.skopeo_verdict_with(&policy, &h.image("team/unsigned:v1"), None, &rd)
+            .0
+    );
+}

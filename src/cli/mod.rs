@@ -187,7 +187,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Sign(a) => commands::sign(a).await,
         Command::Policy(PolicyCommand::Lint(a)) => commands::lint(a),
         Command::Policy(PolicyCommand::Import(a)) => policy_io::import(a),
-        Command::Policy(PolicyCommand::Export(a)) => policy_io::export(a),
+        Command::Policy(PolicyCommand::Export(a)) => policy_io::export(a).await,
         Command::Serve(a) => serve::serve(*a).await,
         Command::Cert(a) => commands::cert(a),
     };

@@ -58,9 +58,50 @@ pub struct ExportArgs {
     /// rewritten to it).
     #[arg(long, default_value = "/etc/containers/imagegate/keys")]
     pub key_dir: String,
+    /// Read the documents from the cluster (kubeconfig or in-cluster
+    /// service account) instead of files; `keyRef` keys are read too.
+    #[arg(long, conflicts_with = "files")]
+    pub from_cluster: bool,
+    /// imagegate's namespace, where the `keyRef`s of cluster documents point
+    /// (with `--from-cluster`).
+    #[arg(long, env = "IMAGEGATE_NAMESPACE", default_value = "imagegate")]
+    pub namespace: String,
     /// YAML files holding ClusterImagePolicy and ImagePolicy objects.
-    #[arg(required = true)]
+    #[arg(required_unless_present = "from_cluster")]
     pub files: Vec<PathBuf>,
+}
+
+/// Every document of the cluster, compiled, with `keyRef` keys inlined.
+async fn cluster_documents(namespace: &str) -> Result<Vec<LoadedDocument>, Error> {
+    use crate::crd::{ClusterImagePolicy, ImagePolicy};
+    use kube::api::{Api, ListParams};
+    let client = kube::Client::try_default()
+        .await
+        .map_err(|e| Error::Config(format!("Kubernetes API: {e}")))?;
+    let mut out = Vec::new();
+    let list = |e: kube::Error| Error::Config(format!("listing policy documents: {e}"));
+    for p in Api::<ClusterImagePolicy>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .map_err(list)?
+    {
+        let name = p.metadata.name.clone().unwrap_or_default();
+        let mut doc = crate::policyset::load_cluster_policy(&name, &p.spec);
+        crate::controller::policies::resolve_key_refs(&mut doc, namespace, &client).await;
+        out.push(doc);
+    }
+    for p in Api::<ImagePolicy>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .map_err(list)?
+    {
+        let name = p.metadata.name.clone().unwrap_or_default();
+        let ns = p.metadata.namespace.clone().unwrap_or_default();
+        let mut doc = crate::policyset::load_namespaced_policy(&ns, &name, &p.spec);
+        crate::controller::policies::resolve_key_refs(&mut doc, &ns, &client).await;
+        out.push(doc);
+    }
+    Ok(out)
 }
 
 fn config_error(e: impl std::fmt::Display) -> Error {
@@ -213,8 +254,11 @@ fn export_keys(
     })
 }
 
-pub fn export(a: ExportArgs) -> Result<u8, Error> {
+pub async fn export(a: ExportArgs) -> Result<u8, Error> {
     let mut documents: Vec<LoadedDocument> = Vec::new();
+    if a.from_cluster {
+        documents = cluster_documents(&a.namespace).await?;
+    }
     for f in &a.files {
         documents.extend(load_file(f).map_err(Error::Config)?);
     }

@@ -194,7 +194,10 @@ impl KeyRefReader {
 /// (`keyData`), and folds them into its fingerprint so verdicts cached for
 /// the old key are not reused. A key that cannot be read makes this
 /// version invalid (its last valid version keeps serving).
-async fn resolve_key_refs(doc: &mut LoadedDocument, namespace: &str, reader: &KeyRefReader) {
+pub async fn resolve_key_refs(doc: &mut LoadedDocument, namespace: &str, client: &Client) {
+    let reader = KeyRefReader {
+        client: client.clone(),
+    };
     let Ok(policy) = &mut doc.policy else { return };
     let mut refs = Vec::new();
     let _ = policy.try_for_each_requirement_mut(|r| -> Result<(), ()> {
@@ -248,7 +251,6 @@ pub fn spawn_policy_sets(
     refresh: Duration,
 ) -> watch::Receiver<Arc<PolicySet>> {
     let (tx, rx) = watch::channel(Arc::new(PolicySet::default()));
-    let reader = KeyRefReader { client };
     tokio::spawn(async move {
         let mut last_good = HashMap::new();
         loop {
@@ -269,7 +271,7 @@ pub fn spawn_policy_sets(
                     &doc.policy,
                     doc.lookaside.clone(),
                 );
-                resolve_key_refs(&mut loaded, key_namespace(doc, &own_namespace), &reader).await;
+                resolve_key_refs(&mut loaded, key_namespace(doc, &own_namespace), &client).await;
                 current.push(loaded);
             }
             let set = PolicySet::build(&current, &mut last_good);
