@@ -265,3 +265,57 @@ async fn export_from_cluster_gives_crio_the_same_policy() {
             .0
     );
 }
+
+/// Denials and warnings become Events on the workload (not dry runs).
+#[tokio::test]
+async fn denials_become_events_on_the_workload() {
+    use imagegate::admission::review::{DecisionObserver, ReviewSummary};
+    use imagegate::controller::events::WorkloadEvents;
+    use kube::core::DynamicObject;
+    use kube::core::admission::{AdmissionRequest, AdmissionReview};
+    let fake = FakeApiServer::start().await;
+    let events = WorkloadEvents::new(fake.client(), "imagegate-0");
+    let request = |name: &str, dry_run: bool| -> AdmissionRequest<DynamicObject> {
+        let review: AdmissionReview<DynamicObject> = serde_json::from_value(json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {"uid": "u", "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
+                "resource": {"group": "apps", "version": "v1", "resource": "deployments"},
+                "name": name, "namespace": "team", "operation": "CREATE", "userInfo": {},
+                "object": {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name}}, "dryRun": dry_run}
+        }))
+        .unwrap();
+        review.try_into().unwrap()
+    };
+    let denied = ReviewSummary {
+        decision: "denied",
+        images: vec!["registry.example.com/team/app:v1".into()],
+        reason: Some("image registry.example.com/team/app:v1 rejected by ClusterImagePolicy/prod (default): A signature was required, but no signature exists".into()),
+    };
+    events.observe(&request("web", false), &denied);
+    events.observe(&request("dry", true), &denied);
+    events.observe(
+        &request("ok", false),
+        &ReviewSummary {
+            decision: "allowed",
+            images: vec![],
+            reason: None,
+        },
+    );
+    eventually("one Event on the denied Deployment", || {
+        let list = fake.events_in("team");
+        list.len() == 1
+            && list[0]["regarding"]["name"] == "web"
+            && list[0]["regarding"]["kind"] == "Deployment"
+            && list[0]["reason"] == "ImageRejected"
+            && list[0]["note"]
+                .as_str()
+                .is_some_and(|n| n.contains("A signature was required"))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        fake.events_in("team").len(),
+        1,
+        "no Event for dry runs or admissions"
+    );
+}

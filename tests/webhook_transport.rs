@@ -82,6 +82,7 @@ async fn start() -> Fixture {
         options: Arc::new(ReviewOptions::default()),
         metrics: Arc::new(Metrics::new()),
         ready: Arc::new(AtomicBool::new(true)),
+        observer: None,
     };
     let config = ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),

@@ -24,6 +24,11 @@ pub trait ImageVerifier: Send + Sync {
     ) -> Pin<Box<dyn Future<Output = Vec<ImageVerdict>> + Send + 'a>>;
 }
 
+/// Told about every answered review (Events, audit sinks). Must not block.
+pub trait DecisionObserver: Send + Sync {
+    fn observe(&self, request: &AdmissionRequest<DynamicObject>, summary: &ReviewSummary);
+}
+
 /// What the verifier may need to know about the request.
 #[derive(Debug, Clone, Default)]
 pub struct RequestContext {

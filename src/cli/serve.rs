@@ -157,6 +157,7 @@ pub async fn serve(a: ServeArgs) -> Result<u8, Error> {
     };
     let ready = Arc::new(AtomicBool::new(false));
     let mut controller = None;
+    let mut observer: Option<Arc<dyn crate::admission::review::DecisionObserver>> = None;
     let (policies, credentials, tls): (_, Arc<dyn CredentialProvider>, TlsFiles) = match &a.policies
     {
         Some(dir) => {
@@ -208,6 +209,10 @@ pub async fn serve(a: ServeArgs) -> Result<u8, Error> {
                 }
                 None => tls_files(&a)?,
             };
+            observer = Some(Arc::new(crate::controller::events::WorkloadEvents::new(
+                client.clone(),
+                &identity,
+            )));
             let started = Controller::start(client.clone(), config, Arc::new(PolicyCompiler));
             let policies = spawn_policy_sets(
                 client,
@@ -242,6 +247,7 @@ pub async fn serve(a: ServeArgs) -> Result<u8, Error> {
         }),
         metrics,
         ready: ready.clone(),
+        observer,
     };
     let server_config = ServerConfig {
         listen: a.listen,

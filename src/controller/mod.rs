@@ -15,6 +15,7 @@
 //! never the webhook.
 
 pub mod certs;
+pub mod events;
 pub mod leader;
 pub mod policies;
 pub mod pull_secrets;

@@ -74,6 +74,9 @@ async fn handle(state: AppState, body: Bytes, endpoint: Endpoint) -> Response {
     };
     let (response, summary) =
         review(&request, endpoint, state.verifier.as_ref(), &state.options).await;
+    if let Some(observer) = &state.observer {
+        observer.observe(&request, &summary);
+    }
     let elapsed = started.elapsed();
     state
         .metrics

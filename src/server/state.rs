@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use crate::admission::review::{ImageVerifier, ReviewOptions};
+use crate::admission::review::{DecisionObserver, ImageVerifier, ReviewOptions};
 use crate::metrics::Metrics;
 
 /// The server's shared state.
@@ -14,4 +14,6 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Set once policies are loaded; `/readyz` answers 503 until then.
     pub ready: Arc<AtomicBool>,
+    /// Told about every answered review (Kubernetes Events in a cluster).
+    pub observer: Option<Arc<dyn DecisionObserver>>,
 }
