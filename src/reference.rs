@@ -70,7 +70,9 @@ fn anchored(parts: &[&str]) -> String {
 const ALPHA_NUMERIC: &str = "[a-z0-9]+";
 const SEPARATOR: &str = "(?:[._]|__|[-]*)";
 const DOMAIN_COMPONENT: &str = "(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])";
-const TAG: &str = r"[\w][\w.-]{0,127}";
+// Go's `\w` is ASCII (`[0-9A-Za-z_]`); Rust's is Unicode, which would both
+// accept tags c/image refuses (`vé`) and compile to a huge automaton.
+const TAG: &str = r"[0-9A-Za-z_][0-9A-Za-z_.-]{0,127}";
 const DIGEST: &str = "[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*[:][[:xdigit:]]{32,}";
 
 fn name_component() -> String {
@@ -403,7 +405,7 @@ fn parse(s: &str) -> Result<Named, ReferenceError> {
     })
 }
 
-/// Whether `tag` is a valid tag (`[\w][\w.-]{0,127}`).
+/// Whether `tag` is a valid tag (Go's `[\w][\w.-]{0,127}`, ASCII).
 pub fn is_valid_tag(tag: &str) -> bool {
     TAG_RE.is_match(tag)
 }
@@ -565,6 +567,13 @@ mod tests {
         assert_eq!(long.len(), 256);
         assert_eq!(e(&long), NameTooLong);
         assert!(Named::parse_normalized(&long[..255]).is_ok());
+    }
+
+    #[test]
+    fn tags_are_ascii_as_in_go() {
+        assert_eq!(Named::parse_normalized("busybox:v\u{e9}").unwrap_err(), ReferenceError::InvalidFormat);
+        assert!(is_valid_tag("v1.2_3-rc"));
+        assert!(!is_valid_tag("\u{e9}"));
     }
 
     #[test]
