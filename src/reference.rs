@@ -571,7 +571,10 @@ mod tests {
 
     #[test]
     fn tags_are_ascii_as_in_go() {
-        assert_eq!(Named::parse_normalized("busybox:v\u{e9}").unwrap_err(), ReferenceError::InvalidFormat);
+        assert_eq!(
+            Named::parse_normalized("busybox:v\u{e9}").unwrap_err(),
+            ReferenceError::InvalidFormat
+        );
         assert!(is_valid_tag("v1.2_3-rc"));
         assert!(!is_valid_tag("\u{e9}"));
     }

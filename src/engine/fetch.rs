@@ -130,10 +130,17 @@ impl Fetcher {
                 initialised = true;
                 let fetched = self.registry.resolve(named, credentials).await;
                 self.count_registry(named, fetched.as_ref().err().map(|e| e.kind()));
-                fetched.map(Arc::new).map_err(|e| e.to_string())
+                let fetched = fetched.map_err(|e| e.to_string())?;
+                // Every tag of one manifest shares the by-digest entry, so
+                // many tags of one image hold its bytes once.
+                let by_digest = format!("{}@{}", named.name(), fetched.digest);
+                Ok(self
+                    .by_digest
+                    .get_with(by_digest, async { Arc::new(fetched) })
+                    .await)
             })
             .await
-            .map_err(|e| e.as_ref().clone());
+            .map_err(|e: Arc<String>| e.as_ref().clone());
         self.count_cache("manifest", !initialised);
         result
     }

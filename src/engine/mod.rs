@@ -85,8 +85,11 @@ pub struct Engine {
     fetcher: Fetcher,
     /// Replaced when the cluster's nodes change (see `set_platforms`).
     platforms: std::sync::RwLock<Arc<Vec<Platform>>>,
-    accepted: Cache<String, Arc<InstanceVerdict>>,
-    rejected: Cache<String, Arc<InstanceVerdict>>,
+    accepted: Cache<VerdictKey, Arc<InstanceVerdict>>,
+    rejected: Cache<VerdictKey, Arc<InstanceVerdict>>,
+    /// One copy of each distinct verdict (all the tags of one image
+    /// usually share theirs), keyed by a hash of its content.
+    interned: Cache<VerdictKey, Arc<InstanceVerdict>>,
     metrics: Option<Arc<Metrics>>,
 }
 
@@ -130,6 +133,10 @@ impl Engine {
             rejected: Cache::builder()
                 .max_capacity(config.caches.max_entries)
                 .time_to_live(config.caches.negative_ttl)
+                .build(),
+            interned: Cache::builder()
+                .max_capacity(config.caches.max_entries)
+                .time_to_live(config.caches.verdict_ttl)
                 .build(),
             metrics,
         })
@@ -364,10 +371,12 @@ impl Engine {
         fetched: &FetchedInstance,
         ctx: &VerifyContext<'_>,
     ) -> InstanceVerdict {
-        let key = format!(
-            "{}#{}|{}|{}",
-            doc.name, doc.generation, fetched.instance.digest, reference
-        );
+        let key = verdict_key(&[
+            doc.name.as_bytes(),
+            &doc.generation.to_le_bytes(),
+            fetched.instance.digest.to_string().as_bytes(),
+            reference.to_string().as_bytes(),
+        ]);
         for cache in [&self.accepted, &self.rejected] {
             if let Some(v) = cache.get(&key).await {
                 if let Some(m) = &self.metrics {
@@ -408,10 +417,32 @@ impl Engine {
             } else {
                 &self.rejected
             };
-            cache.insert(key, Arc::new(v.clone())).await;
+            let content = verdict_key(&[serde_json::to_string(&v).unwrap_or_default().as_bytes()]);
+            let shared = self
+                .interned
+                .get_with(content, async { Arc::new(v.clone()) })
+                .await;
+            cache.insert(key, shared).await;
         }
         v
     }
+}
+
+/// A fixed-size cache key: 128 bits of SHA-256 over length-prefixed
+/// parts (collisions are out of reach; a formatted string key would cost
+/// far more memory per cached verdict).
+type VerdictKey = [u8; 16];
+
+fn verdict_key(parts: &[&[u8]]) -> VerdictKey {
+    use sha2::{Digest as _, Sha256};
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p);
+    }
+    let mut key = [0u8; 16];
+    key.copy_from_slice(&h.finalize()[..16]);
+    key
 }
 
 /// Whatever is known about one instance once fetched.
