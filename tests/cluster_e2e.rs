@@ -143,6 +143,45 @@ async fn cluster_documents_with_key_refs_decide_admission() {
     })
     .await;
 
+    // Key rotation: the Secret now holds another key; within the refresh
+    // interval the image signed by the old key is refused.
+    fake.modify(&Gvr::secrets(), Some(NAMESPACE), "signing-keys", |o| {
+        use base64::Engine as _;
+        o["data"]["signer.asc"] = json!(
+            base64::engine::general_purpose::STANDARD
+                .encode(std::fs::read(&k.wrong.public_armored).unwrap())
+        );
+    });
+    let mut rotated = false;
+    for _ in 0..40 {
+        if !verifier.verify(&images[..1], &ctx).await[0].allowed() {
+            rotated = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(rotated, "the rotated key was never used");
+    fake.modify(&Gvr::secrets(), Some(NAMESPACE), "signing-keys", |o| {
+        use base64::Engine as _;
+        o["data"]["signer.asc"] = json!(
+            base64::engine::general_purpose::STANDARD
+                .encode(std::fs::read(&k.signer.public_armored).unwrap())
+        );
+    });
+    eventually("the original key is back", || {
+        policies.borrow().errors.is_empty()
+    })
+    .await;
+    let mut back = false;
+    for _ in 0..40 {
+        if verifier.verify(&images[..1], &ctx).await[0].allowed() {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(back);
+
     // A new version that fails c/image's rules: status says so, the last
     // valid version keeps deciding.
     fake.modify(&Gvr::cluster_image_policies(), None, "prod", |o| {
