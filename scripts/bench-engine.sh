@@ -1,0 +1,351 @@
+#!/usr/bin/env bash
+# Engine benchmarks for BENCHMARKS.md ("## Engine"), each figure next to a
+# reference measured in the same run:
+#   1. in-process signature verifications per second (benches/verify.rs,
+#      criterion) for RSA 2048/3072/4096 and Ed25519, against `gpg --verify`
+#      and `skopeo standalone-verify` of a signature of the same key type
+#      (one process per signature, hyperfine);
+#   2. scope lookup with 10 and 10,000 scopes (benches/scope.rs), the
+#      10,000-scope time as a ratio of the 10-scope one;
+#   3. the same signature through `imagegate standalone-verify` and
+#      `skopeo standalone-verify` side by side (hyperfine, one run per key
+#      type); target: the in-process verification >= 20x faster than
+#      skopeo's per-signature time;
+#   4. `imagegate verify` of 20 signed images in one process against
+#      `skopeo copy --policy P docker://... dir:...` once per image, over a
+#      local registry and lookaside server; target >= 5x. Both must accept
+#      all 20 images in every run, else the script fails.
+# It installs its Debian packages, builds the release binary, sets up keys,
+# a registry and a lookaside server in a temporary directory, prints a
+# summary table (Markdown) with the machine load at each measurement, and
+# removes everything at the end.
+#
+#   scripts/bench-engine.sh                 full run (about 5 minutes)
+#   scripts/bench-engine.sh --quick         short run (fewer samples)
+#   scripts/bench-engine.sh --keep          keep the temporary directory
+#   scripts/bench-engine.sh --out FILE      also write the summary to FILE
+#   scripts/bench-engine.sh --quiet-wait SECS --max-busy PCT
+#                                           before each measurement, wait up
+#                                           to SECS (default 300, 0 with
+#                                           --quick) for the CPUs to be less
+#                                           than PCT % busy (default 25)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
+
+quick=false keep=false out="" quiet_wait="" max_busy=25
+while [ $# -gt 0 ]; do
+  case $1 in
+    --quick) quick=true ;;
+    --keep) keep=true ;;
+    --out) out=$2; shift ;;
+    --quiet-wait) quiet_wait=$2; shift ;;
+    --max-busy) max_busy=$2; shift ;;
+    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
+    *) die "unknown argument $1 (try --help)" ;;
+  esac
+  shift
+done
+if $quick; then
+  : "${quiet_wait:=0}"
+  verify_crit=(--warm-up-time 1 --measurement-time 2)
+  scope_crit=(--warm-up-time 1 --measurement-time 1)
+  standalone_runs=10 copy_runs=3
+else
+  : "${quiet_wait:=300}"
+  verify_crit=(--warm-up-time 3 --measurement-time 15)
+  scope_crit=(--warm-up-time 2 --measurement-time 5)
+  standalone_runs=50 copy_runs=10
+fi
+IMAGES=20
+
+ensure_apt_packages "${IMAGEGATE_APT_PACKAGES[@]}" hyperfine
+ensure_rust
+
+W=$(mktemp -d /tmp/imagegate-bench-engine.XXXXXX)
+PIDS=()
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  gpgconf --homedir "$W/gnupg" --kill all 2>/dev/null || true
+  if $keep; then log "kept $W"; else rm -rf "$W"; fi
+}
+trap cleanup EXIT
+
+log "building imagegate and the benchmarks (release)"
+cargo build --release --locked --bin imagegate
+cargo bench --locked --no-run --bench verify --bench scope
+target_dir=$(cargo metadata --format-version 1 --no-deps \
+  | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+IMAGEGATE="$target_dir/release/imagegate"
+# Criterion results of this run only (no comparison with older runs).
+export CRITERION_HOME="$W/criterion"
+
+# --- load -------------------------------------------------------------------
+# Percentage of CPU time not idle over the next 2 seconds, all CPUs.
+cpu_busy() {
+  python3 - <<'PY'
+import time
+def sample():
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return sum(v), v[3] + v[4]
+t0, i0 = sample(); time.sleep(2); t1, i1 = sample()
+print(round(100 * (1 - (i1 - i0) / max(t1 - t0, 1))))
+PY
+}
+# Waits (up to --quiet-wait seconds) for a quiet machine, then records the
+# load under the measurement's name in loads.tsv.
+quiet() {
+  local name=$1 waited=0 busy
+  busy=$(cpu_busy)
+  while [ "$busy" -gt "$max_busy" ] && [ "$waited" -lt "$quiet_wait" ]; do
+    log "CPUs ${busy}% busy (want <= ${max_busy}%), waiting before $name"
+    sleep 8; waited=$((waited + 10))
+    busy=$(cpu_busy)
+  done
+  printf '%s\t%s\t%s\n' "$name" "$busy" "$(uptime | sed 's/.*load average: //')" >> "$W/loads.tsv"
+  log "$name: CPUs ${busy}% busy before, load average $(uptime | sed 's/.*load average: //')"
+}
+
+# --- keys and signatures ------------------------------------------------------
+export GNUPGHOME="$W/gnupg"
+mkdir -m 700 "$GNUPGHOME"
+KEYS=(rsa2048 rsa3072 rsa4096 ed25519)
+declare -A FPR
+for k in "${KEYS[@]}"; do
+  gpg --batch --quiet --passphrase '' --quick-gen-key "imagegate bench $k <$k@imagegate.test>" "$k" sign never
+  FPR[$k]=$(gpg --with-colons --list-keys "$k@imagegate.test" | awk -F: '/^fpr/ { print $10; exit }')
+  gpg --armor --export "${FPR[$k]}" > "$W/$k.pub.asc"
+done
+log "keys: $(for k in "${KEYS[@]}"; do printf '%s %s  ' "$k" "${FPR[$k]}"; done)"
+
+# A one-layer OCI image layout whose file /hello.txt holds TEXT (the same
+# construction as scripts/demo.sh: deterministic, no Docker needed).
+make_oci() {
+  local out=$1 text=$2 work ld ls cd_ cs md ms diffid
+  work=$(mktemp -d "$W/work.XXXXXX")
+  mkdir -p "$out/blobs/sha256"
+  printf '%s\n' "$text" > "$work/hello.txt"
+  tar --format=ustar --sort=name --owner=0 --group=0 --numeric-owner --mode=0644 \
+    --mtime='2024-01-01 00:00Z' -C "$work" -cf "$work/layer.tar" hello.txt
+  diffid=$(sha256sum "$work/layer.tar" | cut -d' ' -f1)
+  gzip -n -9 -c "$work/layer.tar" > "$work/layer.tar.gz"
+  ld=$(sha256sum "$work/layer.tar.gz" | cut -d' ' -f1); ls=$(stat -c %s "$work/layer.tar.gz")
+  cp "$work/layer.tar.gz" "$out/blobs/sha256/$ld"
+  printf '{"architecture":"amd64","os":"linux","config":{"Cmd":["/hello"]},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' \
+    "$diffid" > "$work/config.json"
+  cd_=$(sha256sum "$work/config.json" | cut -d' ' -f1); cs=$(stat -c %s "$work/config.json")
+  cp "$work/config.json" "$out/blobs/sha256/$cd_"
+  printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:%s","size":%s}]}' \
+    "$cd_" "$cs" "$ld" "$ls" > "$work/manifest.json"
+  md=$(sha256sum "$work/manifest.json" | cut -d' ' -f1); ms=$(stat -c %s "$work/manifest.json")
+  cp "$work/manifest.json" "$out/blobs/sha256/$md"
+  echo '{"imageLayoutVersion":"1.0.0"}' > "$out/oci-layout"
+  printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"annotations":{"org.opencontainers.image.ref.name":"bench"}}]}' \
+    "$md" "$ms" > "$out/index.json"
+  cp "$work/manifest.json" "$out/manifest.json"
+  rm -rf "$work"
+}
+
+# One simple-signing signature per key type, made by skopeo (gpgme, the
+# same code path as `skopeo copy --sign-by`), over one manifest.
+make_oci "$W/oci-standalone" "imagegate bench: standalone"
+MANIFEST="$W/oci-standalone/manifest.json"
+REF=registry.example/bench/app:v1
+for k in "${KEYS[@]}"; do
+  skopeo standalone-sign -o "$W/$k.sig" "$MANIFEST" "$REF" "${FPR[$k]}"
+  # All three verifiers must accept it before anything is timed.
+  skopeo standalone-verify "$MANIFEST" "$REF" "${FPR[$k]}" "$W/$k.sig" >/dev/null \
+    || die "skopeo standalone-verify rejects the $k signature"
+  "$IMAGEGATE" standalone-verify "$MANIFEST" "$REF" "$W/$k.pub.asc" "$W/$k.sig" >/dev/null \
+    || die "imagegate standalone-verify rejects the $k signature"
+  gpg --batch --quiet --verify "$W/$k.sig" 2>/dev/null || die "gpg --verify rejects the $k signature"
+done
+
+# --- registry, lookaside, 20 signed images -----------------------------------------
+mkdir -p "$W"/{registry-data,sigstore,registries.d,pull}
+REG_PORT=$(free_port)
+REG="127.0.0.1:$REG_PORT"
+cat > "$W/registry.yml" <<EOF
+version: 0.1
+log: {level: warn}
+storage: {filesystem: {rootdirectory: "$W/registry-data"}}
+http: {addr: "$REG", secret: imagegate-bench}
+EOF
+docker-registry serve "$W/registry.yml" > "$W/registry.log" 2>&1 &
+PIDS+=($!)
+wait_http "http://$REG/v2/"
+LOOKASIDE_PORT=$(free_port)
+LOOKASIDE="http://127.0.0.1:$LOOKASIDE_PORT"
+python3 -m http.server "$LOOKASIDE_PORT" --bind 127.0.0.1 --directory "$W/sigstore" \
+  > "$W/lookaside.log" 2>&1 &
+PIDS+=($!)
+wait_http "$LOOKASIDE/"
+cat > "$W/registries.d/bench.yaml" <<EOF
+docker:
+  $REG:
+    lookaside: $LOOKASIDE
+    lookaside-staging: file://$W/sigstore
+EOF
+echo '{"default":[{"type":"insecureAcceptAnything"}]}' > "$W/accept-anything.json"
+cat > "$W/policy.json" <<EOF
+{
+  "default": [{"type": "reject"}],
+  "transports": {
+    "docker": {
+      "$REG/bench": [
+        {"type": "signedBy", "keyType": "GPGKeys", "keyPath": "$W/ed25519.pub.asc"}
+      ]
+    }
+  }
+}
+EOF
+SIGN_KEY=ed25519
+IMAGE_REFS=()
+for i in $(seq "$IMAGES"); do
+  make_oci "$W/oci-$i" "imagegate bench image $i"
+  skopeo copy -q --dest-tls-verify=false --registries.d "$W/registries.d" \
+    --policy "$W/accept-anything.json" --sign-by "${FPR[$SIGN_KEY]}" \
+    "oci:$W/oci-$i:bench" "docker://$REG/bench/app$i:v1"
+  IMAGE_REFS+=("$REG/bench/app$i:v1")
+done
+log "pushed and signed $IMAGES images to $REG/bench (key $SIGN_KEY), lookaside $LOOKASIDE"
+
+# skopeo needs one process per image. The destination directories are made
+# once: c/image's dir: transport replaces an earlier copy in place, so the
+# timed loop spawns nothing but skopeo.
+cat > "$W/skopeo-copy-all.sh" <<EOF
+#!/usr/bin/env bash
+set -eu
+n=0
+for ref in "\$@"; do
+  n=\$((n + 1))
+  skopeo copy -q --src-tls-verify=false --registries.d "$W/registries.d" \\
+    --policy "$W/policy.json" "docker://\$ref" "dir:$W/pull/\$n"
+done
+echo "skopeo accepted \$n images"
+EOF
+chmod +x "$W/skopeo-copy-all.sh"
+for i in $(seq "$IMAGES"); do mkdir -p "$W/pull/$i"; done
+IMAGEGATE_VERIFY=("$IMAGEGATE" verify --policy "$W/policy.json" --registries-d "$W/registries.d"
+  --tls-verify=false)
+for ref in "${IMAGE_REFS[@]}"; do IMAGEGATE_VERIFY+=("docker://$ref"); done
+
+# Both tools must accept every image, else the comparison is void.
+"${IMAGEGATE_VERIFY[@]}" --output json > "$W/imagegate-verdicts.json" \
+  || die "imagegate verify did not accept all $IMAGES images (see $W/imagegate-verdicts.json)"
+imagegate_accepted=$(python3 -c '
+import json, sys
+v = json.load(open(sys.argv[1]))
+print(sum(1 for i in v if i["documents"] and all(d["allowed"] for d in i["documents"])))' \
+  "$W/imagegate-verdicts.json")
+[ "$imagegate_accepted" -eq "$IMAGES" ] || die "imagegate accepted $imagegate_accepted of $IMAGES images"
+skopeo_out=$("$W/skopeo-copy-all.sh" "${IMAGE_REFS[@]}") || die "skopeo copy rejected an image"
+skopeo_accepted=$(sed -n 's/^skopeo accepted \([0-9]*\) images$/\1/p' <<<"$skopeo_out")
+[ "$skopeo_accepted" -eq "$IMAGES" ] || die "skopeo accepted $skopeo_accepted of $IMAGES images"
+log "both accept all $IMAGES images (imagegate $imagegate_accepted, skopeo $skopeo_accepted)"
+
+# --- measurements -------------------------------------------------------------------
+# hyperfine fails on a non-zero exit, so every timed run is also a check
+# that the verdict stayed "accepted".
+hf() { # hf NAME RUNS [hyperfine arguments...]
+  local name=$1 runs=$2; shift 2
+  hyperfine --style basic -N --warmup 3 --runs "$runs" --export-json "$W/hf-$name.json" "$@"
+}
+
+quiet "criterion verify"
+cargo bench --locked --bench verify -- --noplot "${verify_crit[@]}"
+
+for k in "${KEYS[@]}"; do
+  quiet "standalone $k"
+  hf "standalone-$k" "$standalone_runs" \
+    -n "imagegate standalone-verify ($k)" \
+    "$IMAGEGATE standalone-verify $MANIFEST $REF $W/$k.pub.asc $W/$k.sig" \
+    -n "skopeo standalone-verify ($k)" \
+    "skopeo standalone-verify $MANIFEST $REF ${FPR[$k]} $W/$k.sig" \
+    -n "gpg --verify ($k)" \
+    "gpg --batch --quiet --verify $W/$k.sig"
+done
+
+quiet "criterion scope"
+cargo bench --locked --bench scope -- --noplot "${scope_crit[@]}"
+
+quiet "verify $IMAGES images"
+hf verify-images "$copy_runs" \
+  -n "imagegate verify ($IMAGES images, 1 process)" "${IMAGEGATE_VERIFY[*]}" \
+  -n "skopeo copy --policy ($IMAGES images, $IMAGES processes)" \
+  "$W/skopeo-copy-all.sh ${IMAGE_REFS[*]}"
+
+# --- summary ------------------------------------------------------------------------
+summary=$(python3 - "$W" "$IMAGES" "$quick" "$imagegate_accepted" "$skopeo_accepted" "${KEYS[@]}" <<'PY'
+import json, os, sys
+w, images, quick, ig_ok, sk_ok, keys = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6:]
+
+def crit(*path):
+    """criterion's estimate in ns: the slope for linear sampling, else the mean."""
+    e = json.load(open(os.path.join(w, "criterion", *path, "new", "estimates.json")))
+    est = e.get("slope") or e["mean"]
+    return est["point_estimate"], est["confidence_interval"]["lower_bound"], est["confidence_interval"]["upper_bound"]
+
+def hf(name):
+    """hyperfine results by command name: (mean s, stddev s)."""
+    r = json.load(open(os.path.join(w, f"hf-{name}.json")))["results"]
+    return {x["command"]: (x["mean"], x["stddev"] or 0.0) for x in r}
+
+loads = {}
+for line in open(os.path.join(w, "loads.tsv")):
+    name, busy, load = line.rstrip("\n").split("\t")
+    loads[name] = f"{busy}% busy, load {load}"
+
+ms = lambda s: f"{s * 1e3:.2f} ms"
+out = []
+out.append(f"run: {'--quick' if quick == 'true' else 'full'}; load before each measurement (CPU busy over 2 s, 1/5/15-min load average):")
+for name, l in loads.items():
+    out.append(f"- {name}: {l}")
+out.append("")
+out.append("### 1. In-process verification (criterion) vs one process per signature (hyperfine)")
+out.append("")
+out.append("| key | in-process per signature | verifications/s | `gpg --verify` per signature | ratio | `skopeo standalone-verify` per signature | ratio |")
+out.append("|---|---|---|---|---|---|---|")
+side = []
+for k in keys:
+    ns, lo, hi = crit("verify", k)
+    s = hf(f"standalone-{k}")
+    ig, sk, gp = s[f"imagegate standalone-verify ({k})"], s[f"skopeo standalone-verify ({k})"], s[f"gpg --verify ({k})"]
+    sec = ns / 1e9
+    out.append(f"| {k} | {ns / 1e3:.1f} µs [{lo / 1e3:.1f}, {hi / 1e3:.1f}] | {1 / sec:,.0f} | {ms(gp[0])} ± {ms(gp[1])} | {gp[0] / sec:,.0f}× | {ms(sk[0])} ± {ms(sk[1])} | {sk[0] / sec:,.0f}× |")
+    side.append((k, ig, sk, sec))
+out.append("")
+out.append("### 3. The same signature: `imagegate standalone-verify` vs `skopeo standalone-verify` (one hyperfine run per key)")
+out.append("")
+out.append("| key | imagegate (process) | skopeo (process) | process-level ratio | in-process ratio (skopeo / in-process) | target ≥ 20× |")
+out.append("|---|---|---|---|---|---|")
+for k, ig, sk, sec in side:
+    r = sk[0] / sec
+    out.append(f"| {k} | {ms(ig[0])} ± {ms(ig[1])} | {ms(sk[0])} ± {ms(sk[1])} | {sk[0] / ig[0]:.1f}× | {r:,.0f}× | {'met' if r >= 20 else 'NOT met'} |")
+out.append("")
+out.append("### 2. Scope lookup (criterion), 10,000 scopes against 10")
+out.append("")
+out.append("| case | 10 scopes | 10,000 scopes | ratio (10,000 / 10) |")
+out.append("|---|---|---|---|")
+for case in ["exact", "wildcard", "default"]:
+    a, b = crit("scope_lookup", case, "10")[0], crit("scope_lookup", case, "10000")[0]
+    out.append(f"| {case} | {a:.0f} ns | {b:.0f} ns | {b / a:.2f} |")
+out.append("")
+out.append(f"### 4. {images} signed images: `imagegate verify` (1 process) vs `skopeo copy --policy` (1 process per image)")
+out.append("")
+v = hf("verify-images")
+ig = next(val for cmd, val in v.items() if cmd.startswith("imagegate"))
+sk = next(val for cmd, val in v.items() if cmd.startswith("skopeo"))
+out.append("| imagegate verify, all images | skopeo copy, all images | per image (imagegate / skopeo) | ratio | target ≥ 5× | accepted |")
+out.append("|---|---|---|---|---|---|")
+r = sk[0] / ig[0]
+out.append(f"| {ms(ig[0])} ± {ms(ig[1])} | {ms(sk[0])} ± {ms(sk[1])} | {ms(ig[0] / images)} / {ms(sk[0] / images)} | {r:.1f}× | {'met' if r >= 5 else 'NOT met'} | imagegate {ig_ok}/{images}, skopeo {sk_ok}/{images} |")
+print("\n".join(out))
+PY
+)
+printf '\n%s\n' "$summary"
+[ -z "$out" ] || printf '%s\n' "$summary" > "$out"
