@@ -1,5 +1,5 @@
 //! Pull secrets end to end: a private `docker-registry` (htpasswd Basic
-//! auth) serves a signed image; the pod's imagePullSecrets, then its
+//! auth, or Bearer tokens from a token server) serves a signed image; the pod's imagePullSecrets, then its
 //! ServiceAccount's, then imagegate's own pull secrets (read through the real
 //! `kube` client from the fake API server) let the webhook's verifier resolve
 //! the digest, and without them the image is denied, naming the registry's
@@ -60,7 +60,13 @@ struct Setup {
     digest: String,
 }
 
-async fn setup() -> Setup {
+#[derive(Clone, Copy)]
+enum Auth {
+    Htpasswd,
+    Token,
+}
+
+async fn setup(auth: Auth) -> Setup {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let h = Harness::start();
     let k = keys();
@@ -68,7 +74,10 @@ async fn setup() -> Setup {
     // storage under another host, so the signature is made for the identity
     // a pod names, the private host's.
     let digest = h.push_unsigned(&h.build_image("private app"), "team/app:v1");
-    let private = Registry::start_with_htpasswd(h.dir(), USER, PASSWORD);
+    let private = match auth {
+        Auth::Htpasswd => Registry::start_with_htpasswd(h.dir(), USER, PASSWORD),
+        Auth::Token => Registry::start_with_token_server(h.dir(), USER, PASSWORD),
+    };
     let manifest = h.raw_manifest("team/app:v1");
     let identity = format!("{}/team/app:v1", private.host());
     let signature = h.standalone_sign(&manifest, &identity, &k.signer);
@@ -220,7 +229,7 @@ fn skopeo_accepts(s: &Setup, creds: Option<&str>) -> (bool, String) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pod_service_account_and_own_pull_secrets_reach_a_private_registry() {
-    let s = setup().await;
+    let s = setup(Auth::Htpasswd).await;
     let image = vec![format!("{}/team/app:v1", s.private.host())];
 
     // The reference: skopeo with the credentials accepts, without them the
@@ -299,6 +308,48 @@ async fn pod_service_account_and_own_pull_secrets_reach_a_private_registry() {
         );
     }
     for c in [controller, c2, c3, c4] {
+        c.shutdown().await;
+    }
+}
+
+/// The Bearer flow (a token server, as Docker Hub, Harbor, Quay and GHCR
+/// run): the pull secret's credentials buy a token for the repository scope;
+/// without them the token server refuses and the image is denied.
+#[tokio::test(flavor = "multi_thread")]
+async fn pull_secrets_buy_bearer_tokens_from_a_token_server() {
+    let s = setup(Auth::Token).await;
+    let image = vec![format!("{}/team/app:v1", s.private.host())];
+
+    let (accepted, message) = skopeo_accepts(&s, Some(&format!("{USER}:{PASSWORD}")));
+    assert!(accepted, "skopeo with credentials: {message}");
+    let (accepted, _) = skopeo_accepts(&s, None);
+    assert!(!accepted, "skopeo without credentials accepted");
+
+    let (open, c1) = verifier(&s, &[]).await;
+    let verdict = &open.verify(&image, &pod(&[], None)).await[0];
+    assert!(!verdict.allowed(), "{verdict:?}");
+    let reason = verdict
+        .rejection_messages()
+        .into_iter()
+        .map(|(_, m)| m)
+        .collect::<Vec<_>>()
+        .join("; ");
+    assert!(reason.contains("ClusterImagePolicy/private"), "{reason}");
+
+    let (fresh, c2) = verifier(&s, &[]).await;
+    let verdict = &fresh.verify(&image, &pod(&["regcred"], None)).await[0];
+    assert!(verdict.allowed(), "{verdict:?}");
+    assert_eq!(verdict.digest.as_deref(), Some(s.digest.as_str()));
+
+    // imagegate asked for the repository's pull scope, with the account.
+    let requests = s.private.token_requests();
+    assert!(
+        requests.iter().any(|(query, granted)| *granted
+            && query.contains("scope=repository%3Ateam%2Fapp%3Apull")
+            && query.contains(&format!("account={USER}"))),
+        "{requests:?}"
+    );
+    for c in [c1, c2] {
         c.shutdown().await;
     }
 }
