@@ -445,7 +445,7 @@ async fn registry_faults_deny_in_time_and_recover() {
 
 #[tokio::test]
 async fn malformed_manifest_by_digest_and_as_a_list_are_denied() {
-    let mut rig = Rig::start();
+    let rig = Rig::start();
     // The signed image named by digest: the bytes served must hash to it.
     rig.registry
         .inject(Fault::MalformedManifest, Target::Manifests);
@@ -829,4 +829,116 @@ async fn admission_keeps_enforcing_while_the_api_watch_is_down() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Memory stays bounded under a burst of hostile reviews: oversized
+/// manifests and signatures (each a 5 MiB body the reader must cut off),
+/// 128 signatures per image, garbage, 429s and malformed manifests, ten
+/// reviews at a time. VmRSS of the serve process is read after a warm-up
+/// round (so allocator arenas and caches exist) and after the burst.
+#[tokio::test]
+async fn memory_stays_bounded_under_hostile_reviews() {
+    let mut rig = Rig::start();
+    let real_signature = rig.h.signatures("fault/app", &rig.signed_digest)[0].clone();
+    let faults: Vec<(&str, usize, HostileStep)> = vec![
+        (
+            "oversized manifest",
+            40,
+            Box::new(|r| {
+                r.registry
+                    .inject(Fault::OversizedManifest(FIVE_MIB), Target::Manifests)
+            }),
+        ),
+        (
+            "5 MiB signature",
+            40,
+            Box::new(|r| {
+                r.signature_1(Some(
+                    CannedResponse::ok(vec![0x89; FIVE_MIB]).without_content_length(),
+                ))
+            }),
+        ),
+        (
+            "128 signatures",
+            10,
+            Box::new(move |r| {
+                r.h.lookaside()
+                    .respond_all(Some(CannedResponse::ok(real_signature.clone())))
+            }),
+        ),
+        (
+            "garbage signature",
+            40,
+            Box::new(|r| r.signature_1(Some(CannedResponse::ok(vec![0xff; 64 << 10])))),
+        ),
+        (
+            "429",
+            40,
+            Box::new(|r| {
+                r.registry.inject(
+                    Fault::TooManyRequests {
+                        retry_after_secs: 3600,
+                    },
+                    Target::Manifests,
+                )
+            }),
+        ),
+        (
+            "malformed manifest",
+            40,
+            Box::new(|r| {
+                r.registry
+                    .inject(Fault::MalformedManifest, Target::Manifests)
+            }),
+        ),
+    ];
+    let warm = hostile_burst(&rig, &faults, 25).await;
+    let before = rig.webhook.rss_kib();
+    let denied = hostile_burst(&rig, &faults, 100).await;
+    let after = rig.webhook.rss_kib();
+    rig.webhook.assert_alive();
+    let growth_kib = after.saturating_sub(before);
+    eprintln!(
+        "memory: VmRSS {before} KiB after {warm} warm-up reviews, {after} KiB after \
+         {denied} more hostile reviews (growth {growth_kib} KiB)"
+    );
+    assert!(
+        growth_kib < 64 * 1024,
+        "VmRSS grew by {growth_kib} KiB over {denied} hostile reviews ({before} → {after} KiB)"
+    );
+    let (ok, _) = rig
+        .webhook
+        .review("team", &[&rig.signed, &rig.signed_by_digest])
+        .await;
+    assert_eq!(ok["allowed"], true, "after the burst: {ok}");
+}
+
+type HostileStep = Box<dyn Fn(&Rig)>;
+
+/// `count * scale / 100` reviews per fault, ten at a time, all denied in
+/// time; returns how many were sent.
+async fn hostile_burst(rig: &Rig, faults: &[(&str, usize, HostileStep)], scale: usize) -> usize {
+    let images = [rig.signed.as_str(), rig.unsigned.as_str()];
+    let mut denied = 0;
+    for (name, count, inject) in faults {
+        inject(rig);
+        let count = (count * scale / 100).max(1);
+        let mut left = count;
+        while left > 0 {
+            let n = left.min(10);
+            left -= n;
+            let answers =
+                futures::future::join_all((0..n).map(|_| rig.webhook.review("team", &images)))
+                    .await;
+            for (r, elapsed) in answers {
+                assert_eq!(r["allowed"], false, "{name}: {r}");
+                assert!(elapsed < TIMEOUT + MARGIN, "{name}: {elapsed:?}");
+                denied += 1;
+            }
+        }
+        rig.registry.clear();
+        rig.signature_1(None);
+        rig.h.lookaside().respond_all(None);
+    }
+    denied
 }
