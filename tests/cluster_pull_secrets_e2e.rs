@@ -272,6 +272,14 @@ async fn pod_service_account_and_own_pull_secrets_reach_a_private_registry() {
     assert!(verdict.allowed(), "{verdict:?}");
     assert_eq!(verdict.digest.as_deref(), Some(s.digest.as_str()));
 
+    // A stale secret first, a good one second: the kubelet tries each
+    // matching credential in turn and pulls, so imagegate admits too.
+    let (fresh, c5) = verifier(&s, &[]).await;
+    let verdict = &fresh
+        .verify(&image, &pod(&["wrongcred", "regcred"], None))
+        .await[0];
+    assert!(verdict.allowed(), "{verdict:?}");
+
     // The pod has none, its ServiceAccount has one.
     let (fresh, c3) = verifier(&s, &[]).await;
     let verdict = &fresh.verify(&image, &pod(&[], Some("builder"))).await[0];
@@ -307,7 +315,7 @@ async fn pod_service_account_and_own_pull_secrets_reach_a_private_registry() {
             "lookaside request carried credentials: {request:?}"
         );
     }
-    for c in [controller, c2, c3, c4] {
+    for c in [controller, c2, c3, c4, c5] {
         c.shutdown().await;
     }
 }

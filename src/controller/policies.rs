@@ -314,15 +314,23 @@ pub struct ClusterCredentials {
 
 /// Credentials found for the images of one review.
 struct PerImage {
-    by_name: HashMap<String, Credentials>,
+    /// Every matching pull-secret credential, in the kubelet's order.
+    by_name: HashMap<String, Vec<Credentials>>,
     fallback: Arc<dyn CredentialSource>,
 }
 
 impl CredentialSource for PerImage {
     fn lookup(&self, image: &Named) -> Result<Option<Credentials>, crate::registry::AuthError> {
         match self.by_name.get(&image.name()) {
-            Some(c) => Ok(Some(c.clone())),
+            Some(c) => Ok(c.first().cloned()),
             None => self.fallback.lookup(image),
+        }
+    }
+
+    fn lookup_all(&self, image: &Named) -> Result<Vec<Credentials>, crate::registry::AuthError> {
+        match self.by_name.get(&image.name()) {
+            Some(c) => Ok(c.clone()),
+            None => self.fallback.lookup_all(image),
         }
     }
 }
@@ -348,12 +356,14 @@ impl CredentialProvider for ClusterCredentials {
                     continue;
                 };
                 match self.resolver.credentials(&pod, image).await {
-                    Ok(found) => {
-                        if let Some(c) = found.into_iter().next() {
-                            by_name
-                                .insert(named.name(), Credentials::basic(&c.username, &c.password));
-                        }
+                    Ok(found) if !found.is_empty() => {
+                        let all = found
+                            .iter()
+                            .map(|c| Credentials::basic(&c.username, &c.password))
+                            .collect();
+                        by_name.insert(named.name(), all);
                     }
+                    Ok(_) => {}
                     // The kubelet's pull would fail the same way; the
                     // registry will answer anonymously and the verdict says so.
                     Err(e) => tracing::warn!(%image, error = %e, "pull secrets could not be read"),

@@ -91,6 +91,15 @@ pub trait CredentialSource: Send + Sync {
     /// `image.name()`). `Ok(None)` means this source has no entry, so a
     /// [`CredentialChain`] moves on to the next one.
     fn lookup(&self, image: &Named) -> Result<Option<Credentials>, AuthError>;
+
+    /// Every credential for `image`, in the order to try them. c/image has
+    /// one per registry (the default), but the kubelet, given several
+    /// matching pull secrets, tries each in turn until a pull succeeds; the
+    /// registry client does the same so that a stale first secret does not
+    /// deny what the node would pull.
+    fn lookup_all(&self, image: &Named) -> Result<Vec<Credentials>, AuthError> {
+        Ok(self.lookup(image)?.into_iter().collect())
+    }
 }
 
 /// A source with no credentials at all.
@@ -129,6 +138,10 @@ impl CredentialSource for CredentialChain {
 impl<T: CredentialSource + ?Sized> CredentialSource for Arc<T> {
     fn lookup(&self, image: &Named) -> Result<Option<Credentials>, AuthError> {
         (**self).lookup(image)
+    }
+
+    fn lookup_all(&self, image: &Named) -> Result<Vec<Credentials>, AuthError> {
+        (**self).lookup_all(image)
     }
 }
 

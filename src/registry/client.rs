@@ -152,12 +152,32 @@ impl RegistryClient {
         expected: Option<&Digest>,
         source: &dyn CredentialSource,
     ) -> Result<FetchedManifest, RegistryError> {
-        let credentials = lookup_credentials(source, image)?;
+        let candidates = credential_candidates(source, image)?;
+        let last = candidates.len() - 1;
+        for (i, credentials) in candidates.iter().enumerate() {
+            let result = self
+                .fetch_with(image, tag_or_digest, expected, credentials)
+                .await;
+            if i == last || !refused_credential(&result) {
+                return result;
+            }
+            tracing::debug!(image = %image, "credential refused, trying the next");
+        }
+        unreachable!("the loop returns on the last candidate")
+    }
+
+    async fn fetch_with(
+        &self,
+        image: &Named,
+        tag_or_digest: &str,
+        expected: Option<&Digest>,
+        credentials: &Credentials,
+    ) -> Result<FetchedManifest, RegistryError> {
         let path = format!("/v2/{}/manifests/{tag_or_digest}", image.path());
         let context = || format!("reading manifest {tag_or_digest} in {}", image.name());
         let res = self
             .transport
-            .get(image, &path, &ACCEPTED_MANIFEST_MEDIA_TYPES, &credentials)
+            .get(image, &path, &ACCEPTED_MANIFEST_MEDIA_TYPES, credentials)
             .await?;
         if res.status() != StatusCode::OK {
             return Err(transport::registry_http_response_error(res)
@@ -188,21 +208,35 @@ impl RegistryClient {
     }
 }
 
-/// The request's credentials (`GetCredentialsForRef`), anonymous if the
-/// source has none.
-pub(super) fn lookup_credentials(
+/// The credentials to try for `image`, in order (anonymous if the source
+/// has none): the kubelet walks matching pull secrets until a pull succeeds,
+/// so callers move on to the next candidate when [`refused_credential`].
+pub(super) fn credential_candidates(
     source: &dyn CredentialSource,
     image: &Named,
-) -> Result<Credentials, RegistryError> {
-    source
-        .lookup(image)
-        .map(Option::unwrap_or_default)
-        .map_err(|e| {
-            RegistryError::new(
-                RegistryErrorKind::Credentials,
-                format!("getting username and password: {e}"),
-            )
-        })
+) -> Result<Vec<Credentials>, RegistryError> {
+    let mut candidates = source.lookup_all(image).map_err(|e| {
+        RegistryError::new(
+            RegistryErrorKind::Credentials,
+            format!("getting username and password: {e}"),
+        )
+    })?;
+    if candidates.is_empty() {
+        candidates.push(Credentials::default());
+    }
+    Ok(candidates)
+}
+
+/// A refusal that another credential might not get: 401, 403, or 404
+/// (some registries answer 404 for a private repository). Any other failure
+/// is the answer whatever the credential.
+pub(super) fn refused_credential<T>(result: &Result<T, RegistryError>) -> bool {
+    matches!(
+        result.as_ref().map_err(RegistryError::kind),
+        Err(RegistryErrorKind::Unauthorized
+            | RegistryErrorKind::Denied
+            | RegistryErrorKind::NotFound)
+    )
 }
 
 /// `manifest.Digest`. Only a document whose `schemaVersion` decodes as 1 can
