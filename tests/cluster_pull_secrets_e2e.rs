@@ -194,7 +194,6 @@ fn pod(secrets: &[&str], service_account: Option<&str>) -> RequestContext {
         namespace: Some("team".into()),
         image_pull_secrets: secrets.iter().map(|s| s.to_string()).collect(),
         service_account: service_account.map(str::to_string),
-        ..RequestContext::default()
     }
 }
 
