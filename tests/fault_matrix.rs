@@ -444,7 +444,7 @@ async fn registry_faults_deny_in_time_and_recover() {
 }
 
 #[tokio::test]
-async fn malformed_manifest_by_digest_and_as_a_list_are_denied() {
+async fn malformed_manifest_by_digest_is_denied() {
     let rig = Rig::start();
     // The signed image named by digest: the bytes served must hash to it.
     rig.registry
