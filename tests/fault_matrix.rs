@@ -414,6 +414,16 @@ async fn registry_faults_deny_in_time_and_recover() {
     )
     .await;
 
+    // Claiming to be an index: the list is parsed before anything else.
+    rig.registry
+        .inject(Fault::MalformedIndex, Target::Manifests);
+    rig.row(
+        "malformed index",
+        &["unmarshaling OCI1Index: invalid character '<' looking for beginning of value"],
+        |r| r.registry.clear(),
+    )
+    .await;
+
     rig.registry
         .inject(Fault::OversizedManifest(FIVE_MIB), Target::Manifests);
     rig.row(
@@ -951,4 +961,69 @@ async fn hostile_burst(rig: &Rig, faults: &[(&str, usize, HostileStep)], scale: 
         rig.h.lookaside().respond_all(None);
     }
     denied
+}
+
+/// The malformed manifest and index rows give c/image's verdict, in its
+/// words: skopeo pulls the same image through the same faulty proxy, with
+/// the same policy and lookaside.
+#[tokio::test]
+async fn malformed_manifests_are_refused_as_skopeo_refuses_them() {
+    let rig = Rig::start();
+    let k = keys();
+    let policy = rig.h.write_policy(&json!({
+        "default": [{"type": "reject"}],
+        "transports": {"docker": {
+            format!("{}/fault", rig.registry.host()): signed_by(&k.signer.public_armored)
+        }}
+    }));
+    let registries_d = rig.h.unique_path("registries.d");
+    std::fs::create_dir_all(&registries_d).unwrap();
+    std::fs::write(
+        registries_d.join("proxy.yaml"),
+        format!(
+            "docker:\n  {}:\n    lookaside: {}\n",
+            rig.registry.host(),
+            rig.lookaside.url()
+        ),
+    )
+    .unwrap();
+    let (ok, message) = rig
+        .h
+        .skopeo_verdict_with(&policy, &rig.signed, None, &registries_d);
+    assert!(
+        ok,
+        "skopeo accepts the signed image without a fault: {message}"
+    );
+    for fault in [Fault::MalformedManifest, Fault::MalformedIndex] {
+        rig.registry.inject(fault.clone(), Target::Manifests);
+        let (r, _) = rig.webhook.review("team", &[&rig.signed]).await;
+        let (skopeo_ok, skopeo_says) =
+            rig.h
+                .skopeo_verdict_with(&policy, &rig.signed, None, &registries_d);
+        rig.registry.clear();
+        assert_eq!(r["allowed"], false, "{fault:?}: {r}");
+        assert!(!skopeo_ok, "{fault:?}: skopeo accepted");
+        let ours = r["status"]["message"].as_str().unwrap();
+        let reason = ours.split_once("): ").unwrap().1;
+        match fault {
+            // The same words.
+            Fault::MalformedManifest => assert_eq!(
+                Some(reason),
+                skopeo_says.strip_prefix("Source image rejected: "),
+                "{fault:?}: skopeo says {skopeo_says:?}"
+            ),
+            // The same parse error; c/image adds "parsing primary manifest
+            // as list for docker://…" and quotes the body, imagegate does not.
+            _ => {
+                let parse_error = "invalid character '<' looking for beginning of value";
+                assert_eq!(reason, format!("unmarshaling OCI1Index: {parse_error}"));
+                assert!(
+                    skopeo_says.starts_with("parsing primary manifest as list for ")
+                        && skopeo_says.contains("unmarshaling OCI1Index")
+                        && skopeo_says.ends_with(parse_error),
+                    "skopeo says {skopeo_says:?}"
+                );
+            }
+        }
+    }
 }

@@ -13,10 +13,11 @@
 //!   a 503 as soon as the fault changes, so they never outlive the test step;
 //! - [`Fault::Status`]: any status with a short plain-text body (5xx);
 //! - [`Fault::TooManyRequests`]: 429 with `Retry-After`;
-//! - [`Fault::MalformedManifest`] / [`Fault::OversizedManifest`]: 200 with a
-//!   manifest content type and a body that is not a manifest / is larger
-//!   than c/image's 4 MiB manifest limit (streamed without a length, so the
-//!   reader has to count);
+//! - [`Fault::MalformedManifest`] / [`Fault::MalformedIndex`] /
+//!   [`Fault::OversizedManifest`]: 200 with a manifest (index) content type
+//!   and a body that is not a manifest (index) / is larger than c/image's
+//!   4 MiB manifest limit (streamed without a length, so the reader has to
+//!   count);
 //! - [`Fault::RedirectLoop`]: a 302 to the request's own URL, forever.
 //!
 //! The proxy counts accepted TCP connections and logs every request, so a
@@ -43,6 +44,12 @@ use tokio::sync::watch;
 
 /// The content type fault manifests claim.
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+/// Truncated JSON: what a broken proxy or a cut-off upload serves. (The
+/// index's bytes differ from the manifest's: a client may remember a
+/// manifest by its digest.)
+const MALFORMED_INDEX: &[u8] = b"{\"schemaVersion\": 2, \"mediaType\": \"application/vnd.oci.image.index.v1+json\", \"manifests\": [<not json";
+const MALFORMED: &[u8] = b"{\"schemaVersion\": 2, \"mediaType\": \"application/vnd.oci.image.manifest.v1+json\", \"config\": {\"digest\": <not json";
 
 /// How a faulty server misbehaves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +64,8 @@ pub enum Fault {
     TooManyRequests { retry_after_secs: u64 },
     /// 200, manifest content type, a body that is no manifest at all.
     MalformedManifest,
+    /// 200, OCI index content type, a body that is no index.
+    MalformedIndex,
     /// 200, manifest content type, this many bytes, no `Content-Length`.
     OversizedManifest(usize),
     /// 302 to the same URL, every time.
@@ -288,7 +297,10 @@ async fn run(
 }
 
 /// Listens on `addr` again after a [`Fault::Down`]; `SO_REUSEADDR` because
-/// connections of the previous listener may linger in `TIME_WAIT`.
+/// connections of the previous listener may linger in `TIME_WAIT`. (While
+/// down, another socket could in principle take the port; Linux prefers
+/// ephemeral ports of one parity for `connect` and the other for `bind(0)`,
+/// which makes that unlikely, and the panic below would say so.)
 fn rebind(addr: SocketAddr) -> tokio::net::TcpListener {
     let socket = tokio::net::TcpSocket::new_v4().expect("fault proxy socket");
     socket
@@ -346,9 +358,12 @@ async fn handle(state: &State, request: Request<Body>) -> Response<Body> {
         Some(Fault::MalformedManifest) => Response::builder()
             .status(200)
             .header(header::CONTENT_TYPE, OCI_MANIFEST)
-            .body(Body::from(
-                &b"{\"schemaVersion\": 2, \"mediaType\": \"application/vnd.oci.image.manifest.v1+json\", \"config\": {\"digest\": <not json"[..],
-            ))
+            .body(Body::from(MALFORMED))
+            .unwrap(),
+        Some(Fault::MalformedIndex) => Response::builder()
+            .status(200)
+            .header(header::CONTENT_TYPE, OCI_INDEX)
+            .body(Body::from(MALFORMED_INDEX))
             .unwrap(),
         Some(Fault::OversizedManifest(size)) => {
             // Streamed in chunks without Content-Length: the reader has to
@@ -356,10 +371,11 @@ async fn handle(state: &State, request: Request<Body>) -> Response<Body> {
             let chunk = bytes::Bytes::from(vec![b' '; 64 * 1024]);
             let head = bytes::Bytes::from_static(b"{\"schemaVersion\": 2,");
             let chunks = size.div_ceil(chunk.len());
-            let stream = futures::stream::once(async move { Ok::<_, std::io::Error>(head) })
-                .chain(futures::stream::iter(
+            let stream = futures::stream::once(async move { Ok::<_, std::io::Error>(head) }).chain(
+                futures::stream::iter(
                     (0..chunks).map(move |_| Ok::<_, std::io::Error>(chunk.clone())),
-                ));
+                ),
+            );
             Response::builder()
                 .status(200)
                 .header(header::CONTENT_TYPE, OCI_MANIFEST)
