@@ -134,10 +134,17 @@ impl Fetcher {
                 // Every tag of one manifest shares the by-digest entry, so
                 // many tags of one image hold its bytes once.
                 let by_digest = format!("{}@{}", named.name(), fetched.digest);
-                Ok(self
-                    .by_digest
-                    .get_with(by_digest, async { Arc::new(fetched) })
-                    .await)
+                match self.by_digest.get(&by_digest).await {
+                    Some(cached) if cached.media_type == fetched.media_type => Ok(cached),
+                    // c/image decides the type from each response: the same
+                    // bytes served now under another Content-Type (a list
+                    // rather than a manifest) are that type from now on.
+                    _ => {
+                        let fetched = Arc::new(fetched);
+                        self.by_digest.insert(by_digest, fetched.clone()).await;
+                        Ok(fetched)
+                    }
+                }
             })
             .await
             .map_err(|e: Arc<String>| e.as_ref().clone());

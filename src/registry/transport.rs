@@ -585,7 +585,7 @@ pub(crate) fn registry_error_from_parts(
                 .params
                 .get("error_description")
                 .filter(|d| !d.is_empty())
-                .cloned()
+                .map(|d| registry_text(d))
                 .unwrap_or_else(|| default_message(code).to_string());
             if code == "DENIED" {
                 kind = RegistryErrorKind::Denied;
@@ -603,7 +603,7 @@ pub(crate) fn registry_error_from_parts(
                 "TOOMANYREQUESTS" => kind = RegistryErrorKind::TooManyRequests,
                 _ => {}
             }
-            RegistryError::new(kind, text)
+            RegistryError::new(kind, registry_text(&text))
         }
         None if status == StatusCode::UNAUTHORIZED => RegistryError::new(
             kind,
@@ -619,9 +619,32 @@ pub(crate) fn registry_error_from_parts(
                 Some((i, _)) => format!("{}...", &text[..i]),
                 None => text.into_owned(),
             };
+            // Already bounded, and kept byte for byte as c/image shows it.
             RegistryError::new(kind, format!("StatusCode: {}, {shown}", status.as_u16()))
         }
     }
+}
+
+/// Longest registry-supplied text kept in an error (and so in a denial).
+const MAX_REGISTRY_TEXT: usize = 512;
+
+/// Registry-supplied text (a JSON error's `message`, a challenge's
+/// `error_description`) as it goes into an error message: c/image quotes it
+/// verbatim, but here it ends up in an AdmissionResponse shown by
+/// kubectl, so a hostile registry must not fill it (the error body may be
+/// 1 MiB) or break it into lines. Control characters become spaces; past
+/// [`MAX_REGISTRY_TEXT`] characters it is cut with an ellipsis. Ordinary
+/// messages are unchanged.
+fn registry_text(text: &str) -> String {
+    let mut out: String = text
+        .chars()
+        .take(MAX_REGISTRY_TEXT)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if text.chars().nth(MAX_REGISTRY_TEXT).is_some() {
+        out.push('…');
+    }
+    out
 }
 
 /// `parseHTTPErrorResponse` reduced to the first error: `(code, text)`, or
@@ -795,6 +818,33 @@ mod tests {
         assert_eq!(c[0].params["error_description"], "a \"b\"");
         // An unterminated quote drops the header.
         assert!(parse_challenges(&headers(&[r#"Bearer realm="x"#])).is_empty());
+    }
+
+    #[test]
+    fn registry_text_is_bounded_and_on_one_line() {
+        let huge = format!(
+            r#"{{"errors":[{{"code":"DENIED","message":"{}"}}]}}"#,
+            "x".repeat(1 << 20)
+        );
+        let e = registry_error_from_parts(StatusCode::FORBIDDEN, &[], huge.as_bytes());
+        assert_eq!(e.kind(), RegistryErrorKind::Denied);
+        assert!(
+            e.to_string().chars().count() < MAX_REGISTRY_TEXT + 64,
+            "{}",
+            e.to_string().len()
+        );
+        assert!(e.to_string().ends_with('…'));
+        let e = registry_error_from_parts(
+            StatusCode::TOO_MANY_REQUESTS,
+            &[],
+            br#"{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down\nplease"}]}"#,
+        );
+        assert_eq!(e.kind(), RegistryErrorKind::TooManyRequests);
+        assert!(e.to_string().ends_with("slow down please"), "{e}");
+        assert_eq!(
+            registry_text("repository name not known to registry"),
+            "repository name not known to registry"
+        );
     }
 
     #[test]
