@@ -36,6 +36,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/lib.sh
 
 quick=false keep=false out="" quiet_wait="" max_busy=25
+command_line="scripts/bench-engine.sh${*:+ $*}"
 while [ $# -gt 0 ]; do
   case $1 in
     --quick) quick=true ;;
@@ -137,7 +138,8 @@ mkdir -m 700 "$GNUPGHOME"
 KEYS=(rsa2048 rsa3072 rsa4096 ed25519)
 declare -A FPR
 for k in "${KEYS[@]}"; do
-  gpg --batch --quiet --passphrase '' --quick-gen-key "imagegate bench $k <$k@imagegate.test>" "$k" sign never
+  gpg --batch --quiet --passphrase '' --quick-gen-key "imagegate bench $k <$k@imagegate.test>" "$k" sign never \
+    2>>"$W/gpg.log" || { cat "$W/gpg.log" >&2; die "gpg could not make the $k key"; }
   FPR[$k]=$(gpg --with-colons --list-keys "$k@imagegate.test" | awk -F: '/^fpr/ { print $10; exit }')
   gpg --armor --export "${FPR[$k]}" > "$W/$k.pub.asc"
 done
@@ -301,9 +303,10 @@ hf verify-images "$copy_runs" \
   "$W/skopeo-copy-all.sh ${IMAGE_REFS[*]}"
 
 # --- summary ------------------------------------------------------------------------
-summary=$(python3 - "$W" "$IMAGES" "$quick" "$imagegate_accepted" "$skopeo_accepted" "${KEYS[@]}" <<'PY'
+summary=$(python3 - "$W" "$IMAGES" "$command_line" "$imagegate_accepted" "$skopeo_accepted" \
+  "criterion ${verify_crit[*]} / ${scope_crit[*]}; hyperfine --runs $standalone_runs / $copy_runs" "${KEYS[@]}" <<'PY'
 import json, os, sys
-w, images, quick, ig_ok, sk_ok, keys = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6:]
+w, images, command, ig_ok, sk_ok, settings, keys = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6], sys.argv[7:]
 
 def crit(*path):
     """criterion's estimate in ns: the slope for linear sampling, else the mean."""
@@ -323,13 +326,15 @@ for line in open(os.path.join(w, "loads.tsv")):
 
 ms = lambda s: f"{s * 1e3:.2f} ms"
 out = []
-out.append(f"run: {'--quick' if quick == 'true' else 'full'}; load just before each measurement (CPU use over 2 s; `uptime` 1/5/15-min load average):")
+out.append(f"command: `{command}` ({settings})")
+out.append("")
+out.append(f"load just before each measurement (CPU use over 2 s; `uptime` 1/5/15-min load average):")
 for name, l in loads.items():
     out.append(f"- {name}: {l}")
 out.append("")
 out.append("### 1. In-process verification (criterion) vs one process per signature (hyperfine)")
 out.append("")
-out.append("| key | in-process per signature | verifications/s | `gpg --verify` per signature | ratio | `skopeo standalone-verify` per signature | ratio |")
+out.append("| key | in-process per signature | verifications/s | `gpg --verify` per signature (process) | ratio gpg / in-process | `skopeo standalone-verify` per signature (process) | ratio skopeo / in-process |")
 out.append("|---|---|---|---|---|---|---|")
 side = []
 for k in keys:
