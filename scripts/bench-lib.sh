@@ -7,6 +7,7 @@
 #   source scripts/lib.sh; source scripts/bench-lib.sh
 #   bench_init                  # BENCH_DIR (temporary), cleanup on exit
 #   bench_build                 # release builds: IMAGEGATE, FLOOR_SERVER
+#                               # (skipped when both are set to binaries)
 #   bench_setup                 # everything below, then:
 #       REG            docker-registry, host:port (plain HTTP, access log
 #                      in $BENCH_DIR/registry.log)
@@ -56,6 +57,11 @@ bench_cleanup() {
 
 # Release builds (the profile the image ships), located through cargo.
 bench_build() {
+  # Prebuilt binaries (IMAGEGATE and FLOOR_SERVER both set) skip the build.
+  if [ -x "${IMAGEGATE:-}" ] && [ -x "${FLOOR_SERVER:-}" ]; then
+    log "using $IMAGEGATE and $FLOOR_SERVER"
+    return 0
+  fi
   ensure_rust
   log "building imagegate and floor_server (release)"
   cargo build --release --locked --quiet --bin imagegate
