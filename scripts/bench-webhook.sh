@@ -163,6 +163,8 @@ lines() { wc -l < "$1"; }
 # Requests logged since line MARK: manifests of bench/signed (registry),
 # signature reads (lookaside), /v2/ pings.
 count_since() { # count_since FILE MARK PATTERN
+  # docker-registry logs each request twice (app log, access log): the
+  # patterns match the access log's `] "GET /path` only.
   tail -n "+$(($2 + 1))" "$1" | grep -c -- "$3" || true
 }
 if wants cold; then
@@ -172,7 +174,7 @@ if wants cold; then
     reg_mark=$(lines "$BENCH_DIR/registry.log"); la_mark=$(lines "$BENCH_DIR/lookaside.log")
     cold=$(drive "$IG_URL/validate" "$SIGNED_IMAGE" 1 1)
     sleep 0.3
-    manifests=$(count_since "$BENCH_DIR/registry.log" "$reg_mark" '/v2/bench/signed/manifests/')
+    manifests=$(count_since "$BENCH_DIR/registry.log" "$reg_mark" '] "[A-Z]* /v2/bench/signed/manifests/')
     sigs=$(count_since "$BENCH_DIR/lookaside.log" "$la_mark" 'signature-')
     warm=$(drive "$IG_URL/validate" "$SIGNED_IMAGE" 1 1)
     floor=$(drive "$FLOOR_URL/validate" "$SIGNED_IMAGE" 1 1)
@@ -188,8 +190,8 @@ if wants coalescing; then
   reg_mark=$(lines "$BENCH_DIR/registry.log"); la_mark=$(lines "$BENCH_DIR/lookaside.log")
   burst=$(drive "$IG_URL/validate" "$SIGNED_IMAGE" 500 500)
   sleep 0.5
-  manifests=$(count_since "$BENCH_DIR/registry.log" "$reg_mark" '/v2/bench/signed/manifests/')
-  pings=$(count_since "$BENCH_DIR/registry.log" "$reg_mark" '"GET /v2/ ')
+  manifests=$(count_since "$BENCH_DIR/registry.log" "$reg_mark" '] "[A-Z]* /v2/bench/signed/manifests/')
+  pings=$(count_since "$BENCH_DIR/registry.log" "$reg_mark" '] "GET /v2/ ')
   sigs=$(count_since "$BENCH_DIR/lookaside.log" "$la_mark" 'signature-')
   misses=$(bench_metric 'imagegate_cache_requests_total{cache="verdict",result="miss"}')
   record coalescing "{\"burst\": $burst, \"manifest_requests\": $manifests, \"pings\": $pings, \"signature_requests\": $sigs, \"verdict_misses\": ${misses%.*}}"
