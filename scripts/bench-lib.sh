@@ -76,7 +76,7 @@ for line in sys.stdin:
     m = json.loads(line)
     if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "floor_server" and m.get("executable"):
         print(m["executable"])')
-  [ -x "$IMAGEGATE" ] && [ -x "$FLOOR_SERVER" ] || die "release build failed"
+  if [ ! -x "$IMAGEGATE" ] || [ ! -x "$FLOOR_SERVER" ]; then die "release build failed"; fi
 }
 
 # Waits until the log file has a line matching PATTERN (up to ~15 s).

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2119  # bench_start_imagegate's arguments are optional
 # Webhook benchmarks: the figures of BENCHMARKS.md "## Webhook". Everything
 # runs on this machine (127.0.0.1): docker-registry, a python lookaside, a
 # GPG key, an image pushed and signed by skopeo, `imagegate serve
@@ -48,7 +49,7 @@ while [ $# -gt 0 ]; do
     --rounds) rounds=$2; shift ;;
     --cold-runs) cold_runs=$2; shift ;;
     --only) only=$2; shift ;;
-    -h|--help) sed -n '2,37p' "$0"; exit 0 ;;
+    -h|--help) sed -n '3,37p' "$0"; exit 0 ;;
     *) die "unknown argument $1 (try --help)" ;;
   esac
   shift
@@ -88,7 +89,8 @@ log "load before measuring: $(load)"
 
 # --- 1. throughput ------------------------------------------------------------------
 run_wrk() { # run_wrk NAME THREADS CONNECTIONS URL DURATION
-  local raw="$OUT/raw/wrk-$1-c$3-$(date +%H%M%S).txt"
+  local raw
+  raw="$OUT/raw/wrk-$1-c$3-$(date +%H%M%S).txt"
   IMAGEGATE_BENCH_REVIEW="$BENCH_DIR/review.json" \
     wrk "-t$2" "-c$3" "-d$5" --latency -s benches/wrk/review.lua "$4" > "$raw"
   sed -n 's/^WRK_JSON //p' "$raw"
