@@ -15,8 +15,9 @@
 //! previous answer arrives: the warm maximum) and `open` (reviews start on a
 //! fixed schedule whatever the answers do, so a slow server cannot slow the
 //! load down and hide its own latency). Both stop by themselves after
-//! `--duration`. Exit status 1 on any wrong admission, over-deadline answer
-//! or unanswered review.
+//! `--duration`. Exit status 1 on any wrong admission, over-deadline answer,
+//! unanswered review, or (open mode) review that could not even be sent
+//! within the deadline of its scheduled start.
 //!
 //! A `[[bench]]` with `harness = false` so that it is built with the release
 //! profile and the crate's dependencies, without becoming part of the
@@ -85,6 +86,13 @@ struct Args {
     /// Write the summary as JSON here too.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Connections (open mode): at most this many reviews are outstanding,
+    /// as a client with a connection pool sends them (kube-apiserver does);
+    /// a review due while all are busy waits for one, and that wait counts
+    /// in its time from the schedule. Without a bound, every late review
+    /// opens a new TLS connection and the handshakes alone swamp the server.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
     /// Reviews in flight beyond which the driver counts a review as not
     /// sent (an error) instead of piling up tasks without bound.
     #[arg(long, default_value_t = 20_000)]
@@ -351,6 +359,9 @@ struct Stats {
     latencies: Vec<Duration>,
     latencies_fresh: Vec<Duration>,
     max_from_schedule: Duration,
+    /// Reviews that could only be sent more than the deadline after their
+    /// scheduled start (the rate was not sustained).
+    late_starts: u64,
 }
 
 impl Stats {
@@ -394,6 +405,9 @@ impl Stats {
             self.latencies_fresh.push(r.latency);
         }
         self.max_from_schedule = self.max_from_schedule.max(r.from_schedule);
+        if r.from_schedule.saturating_sub(r.latency) > deadline {
+            self.late_starts += 1;
+        }
         if r.latency > deadline {
             self.over_deadline += 1;
         }
@@ -489,6 +503,7 @@ async fn main() -> std::process::ExitCode {
                 ((rate / args.fresh_per_second).round() as u64).max(1)
             };
             let mut fresh_n = 0u64;
+            let permits = Arc::new(tokio::sync::Semaphore::new(args.connections));
             let mut tasks = tokio::task::JoinSet::new();
             for i in 0u64.. {
                 let at = t0 + Duration::from_secs_f64(i as f64 / rate);
@@ -518,10 +533,16 @@ async fn main() -> std::process::ExitCode {
                 }
                 uid += 1;
                 let uid = format!("soak-o-{uid}");
-                let (client, url, tx, in_flight) =
-                    (client.clone(), url.clone(), tx.clone(), in_flight.clone());
+                let (client, url, tx, in_flight, permits) = (
+                    client.clone(),
+                    url.clone(),
+                    tx.clone(),
+                    in_flight.clone(),
+                    permits.clone(),
+                );
                 in_flight.fetch_add(1, Ordering::Relaxed);
                 tasks.spawn(async move {
+                    let _permit = permits.acquire_owned().await.expect("semaphore");
                     let started = Instant::now();
                     let outcome = send(&client, &url, &uid, &job).await;
                     let done = Instant::now();
@@ -577,6 +598,7 @@ async fn main() -> std::process::ExitCode {
         mut latencies,
         mut latencies_fresh,
         max_from_schedule,
+        late_starts,
         ..
     } = stats;
     latencies.sort_unstable();
@@ -640,9 +662,11 @@ async fn main() -> std::process::ExitCode {
     if args.mode == Mode::Open {
         let _ = writeln!(
             text,
-            "driver: max start lag {} ms, max answer time from schedule {} ms",
+            "driver: max start lag {} ms, max answer time from schedule {} ms, {} reviews sent more than the deadline late ({} connections)",
             ms(max_lag),
-            ms(max_from_schedule)
+            ms(max_from_schedule),
+            late_starts,
+            args.connections
         );
     }
     let _ = writeln!(
@@ -694,12 +718,14 @@ async fn main() -> std::process::ExitCode {
         },
         "driver_max_start_lag_ms": ms(max_lag),
         "max_from_schedule_ms": ms(max_from_schedule),
+        "late_starts": late_starts,
+        "connections": (args.mode == Mode::Open).then_some(args.connections),
     });
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&summary).unwrap())
             .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
     }
-    if !wrong_admissions.is_empty() || over_deadline > 0 || error_count > 0 {
+    if !wrong_admissions.is_empty() || over_deadline > 0 || error_count > 0 || late_starts > 0 {
         return std::process::ExitCode::FAILURE;
     }
     std::process::ExitCode::SUCCESS

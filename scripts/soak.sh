@@ -32,6 +32,7 @@
 #   scripts/soak.sh --flap-period 20      seconds between stops (default 20);
 #                   --flap-down 10        seconds each stays down (default 10)
 #   scripts/soak.sh --keep                keep the working directory
+#   IMAGEGATE=bin SOAK_DRIVER=bin scripts/soak.sh   binaries built before
 # Exit status 0 only if every check passed.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -49,7 +50,7 @@ while [ $# -gt 0 ]; do
     --flap-period) flap_period=$2; shift ;;
     --flap-down) flap_down=$2; shift ;;
     --keep) keep=true ;;
-    -h|--help) sed -n '2,36p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,36s/^# \{0,1\}//p' "$0"; exit 0 ;;
     *) die "unknown argument $1 (try --help)" ;;
   esac
   shift
@@ -60,18 +61,26 @@ ensure_apt_packages "${IMAGEGATE_APT_PACKAGES[@]}"
 ensure_rust
 
 # --- 1. build ----------------------------------------------------------------
-log "building imagegate and the soak driver (release)"
-cargo build --quiet --locked --release --bin imagegate
-target_dir=$(cargo metadata --format-version 1 --no-deps \
-  | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
-IMAGEGATE="$target_dir/release/imagegate"
-DRIVER=$(cargo bench --quiet --locked --no-run --bench soak_driver --message-format json \
-  | python3 -c '
+# IMAGEGATE and SOAK_DRIVER (both set) name binaries built before, to soak
+# one fixed build while the tree changes.
+if [ -n "${IMAGEGATE:-}" ] && [ -n "${SOAK_DRIVER:-}" ]; then
+  log "using IMAGEGATE=$IMAGEGATE and SOAK_DRIVER=$SOAK_DRIVER"
+  DRIVER=$SOAK_DRIVER
+else
+  log "building imagegate and the soak driver (release)"
+  cargo build --quiet --locked --release --bin imagegate
+  target_dir=$(cargo metadata --format-version 1 --no-deps \
+    | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+  IMAGEGATE="$target_dir/release/imagegate"
+  DRIVER=$(cargo bench --quiet --locked --no-run --bench soak_driver --message-format json \
+    | python3 -c '
 import json, sys
 for line in sys.stdin:
     m = json.loads(line)
     if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "soak_driver" and m.get("executable"):
         print(m["executable"])')
+fi
+[ -x "$IMAGEGATE" ] || die "no imagegate binary at $IMAGEGATE"
 [ -x "$DRIVER" ] || die "soak driver not built"
 
 W=$(mktemp -d /tmp/imagegate-soak.XXXXXX)
@@ -177,22 +186,27 @@ SIGNED="$REG/soak/signed:v1" UNSIGNED="$REG/soak/unsigned:v1" WRONG="$REG/soak/w
 fresh_total=$((duration / 2))
 per_kind=$(((fresh_total + 2) / 3))
 log "pushing $per_kind never-seen images of each kind (signed, unsigned, wrongly signed)"
-: > "$W/fresh.txt"
-for i in $(seq "$per_kind"); do
-  for kind in signed unsigned wrong; do
-    case $kind in
-      signed) repo=soak/signed; opts=(--sign-by "$SIGN_FPR") ;;
-      unsigned) repo=soak/unsigned; opts=() ;;
-      wrong) repo=soak/wrongly-signed; opts=(--sign-by "$WRONG_FPR") ;;
-    esac
-    make_oci "$W/fresh-oci" "imagegate soak: fresh $kind $i"
-    digest=$(push "$W/fresh-oci" "$repo:f$i" "${opts[@]}")
-    rm -rf "$W/fresh-oci" "$W/fresh-oci.digest"
-    if [ $((i % 2)) -eq 0 ]; then ref="$REG/$repo:f$i"; else ref="$REG/$repo@$digest"; fi
-    echo "$kind $ref" >> "$W/fresh.txt"
-  done
-done
-# Interleave the kinds over time (the loop above already does: s, u, w, s, ...).
+push_fresh() { # push_fresh signed|unsigned|wrong: one list of references
+  local kind=$1 repo opts i digest
+  case $kind in
+    signed) repo=soak/signed; opts=(--sign-by "$SIGN_FPR") ;;
+    unsigned) repo=soak/unsigned; opts=() ;;
+    wrong) repo=soak/wrongly-signed; opts=(--sign-by "$WRONG_FPR") ;;
+  esac
+  for i in $(seq "$per_kind"); do
+    make_oci "$W/fresh-oci-$kind" "imagegate soak: fresh $kind $i"
+    digest=$(push "$W/fresh-oci-$kind" "$repo:f$i" "${opts[@]}")
+    rm -rf "$W/fresh-oci-$kind" "$W/fresh-oci-$kind.digest"
+    if [ $((i % 2)) -eq 0 ]; then echo "$kind $REG/$repo:f$i"; else echo "$kind $REG/$repo@$digest"; fi
+  done > "$W/fresh-$kind.txt"
+}
+# The three kinds in parallel (skopeo is mostly waiting).
+push_fresh signed & p1=$!
+push_fresh unsigned & p2=$!
+push_fresh wrong & p3=$!
+{ wait "$p1" && wait "$p2" && wait "$p3"; } || die "pushing the never-seen images failed"
+# Interleaved over time: signed, unsigned, wrong, signed, ...
+paste -d '\n' "$W/fresh-signed.txt" "$W/fresh-unsigned.txt" "$W/fresh-wrong.txt" > "$W/fresh.txt"
 log "$(wc -l < "$W/fresh.txt") never-seen images; $(find "$W/sigstore" -type f | wc -l) signatures in the lookaside"
 
 # --- 3. policy, certificates, serve -----------------------------------------------
@@ -367,7 +381,7 @@ print(f"- warm maximum (closed loop): {warm_max} reviews/s; soak rate {rate}/s (
 print(f"- reviews: {s['sent']} sent, {s['answered']} answered, {s['errors']} errors/unanswered; {s['outages']} outages (registry and lookaside)")
 print(f"- wrong admissions: {s['wrong_admissions']} (driver); decision log check exit {log_rc}")
 print(f"- deadline {deadline}: {s['over_deadline']} answers over it; latency p50 {l['p50']} ms, p99 {l['p99']} ms, p99.9 {l['p999']} ms, max {l['max']} ms; never-seen images p50 {l['fresh_p50']} ms, p99 {l['fresh_p99']} ms, max {l['fresh_max']} ms")
-print(f"- driver: max start lag {s['driver_max_start_lag_ms']} ms; signed denied with everything up: {s['signed_denied_all_up']}")
+print(f"- driver: {s['connections']} connections; max start lag {s['driver_max_start_lag_ms']} ms; max answer time from the scheduled start {s['max_from_schedule_ms']} ms; reviews sent more than the deadline late: {s['late_starts']}; signed denied with everything up: {s['signed_denied_all_up']}")
 print(f"- RSS: {mib(rss0)} before the warm run; soak start {mib(start)}, middle {mib(mid)}, end {mib(end)}, peak sampled {mib(peak)}, VmHWM {mib(hwm)} -> {'flat' if flat else 'GROWING'}")
 print(f"- load: before `{up0.strip()}`; after `{up1.strip()}`")
 print()
