@@ -82,11 +82,16 @@ run_one() {
     echo "$t: ${secs}s, log $log"
     # -rss_limit_mb / -malloc_limit_mb: unbounded allocations are findings;
     # -timeout: an input taking over 10 s is a hang.
-    nice -n 19 "$(binary "$t")" "$FUZZ/corpus/$t" \
-        -artifact_prefix="$FUZZ/artifacts/$t/" \
-        -max_total_time="$secs" -rss_limit_mb=2048 -malloc_limit_mb=512 -timeout=10 \
-        -print_final_stats=1 >"$log" 2>&1 || echo "$t: libFuzzer exited $? (see $log)"
-    grep -E '^#[0-9]+ +DONE|^stat::number_of_executed_units|^stat::average_exec_per_sec' "$log" || true
+    # The CPU time goes to the end of the log: on a shared machine exec/s
+    # per wall second says little without it.
+    local TIMEFORMAT="cpu: user %U s, sys %S s, wall %R s"
+    {
+        time nice -n 19 "$(binary "$t")" "$FUZZ/corpus/$t" \
+            -artifact_prefix="$FUZZ/artifacts/$t/" \
+            -max_total_time="$secs" -rss_limit_mb=2048 -malloc_limit_mb=512 -timeout=10 \
+            -print_final_stats=1 >"$log" 2>&1 || echo "$t: libFuzzer exited $? (see $log)"
+    } 2>>"$log"
+    grep -a -E '^#[0-9]+\s+DONE|^stat::number_of_executed_units|^stat::average_exec_per_sec|^cpu:' "$log" || true
 }
 
 # run SECONDS [TARGET...]: at most two targets at once (2 shared cores).
