@@ -43,3 +43,15 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Makes rustls's `ring` provider the process default unless one is already
+/// installed. imagegate uses `ring` only (no aws-lc), and reqwest and
+/// axum-server built without a provider panic when none is installed, so
+/// every place that builds a TLS client or server calls this first: the
+/// library works for embedders and tests that did not set one up.
+pub fn ensure_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Losing a race to another thread installing one is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+}

@@ -6,7 +6,7 @@ use imagegate::cli::{Cli, Command};
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     // One TLS provider for every client and server in the process (ring).
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    imagegate::ensure_crypto_provider();
     let cli = Cli::parse();
     // The webhook logs JSON lines (one per decision) at info; the other
     // commands print their results and log only warnings, as text.

@@ -84,6 +84,7 @@ pub(crate) struct Transport {
 
 impl Transport {
     pub(crate) fn new(config: TransportConfig<'_>) -> Result<Transport, RegistryError> {
+        crate::ensure_crypto_provider();
         let mut builder = reqwest::Client::builder()
             .user_agent(config.user_agent.to_string())
             .danger_accept_invalid_certs(!config.tls_verify);

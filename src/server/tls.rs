@@ -29,6 +29,7 @@ impl TlsFiles {
 
 /// Loads the files into a rustls configuration.
 pub async fn load(files: &TlsFiles) -> crate::Result<RustlsConfig> {
+    crate::ensure_crypto_provider();
     RustlsConfig::from_pem_file(&files.cert, &files.key)
         .await
         .map_err(|e| tls_error(files, e))

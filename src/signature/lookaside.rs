@@ -160,9 +160,9 @@ impl LookasideError {
 /// A client builder suited to [`read_signatures`]: redirects are left to the
 /// reader (which caps them and refuses `https` → `http`), so a client passed
 /// to it must not follow redirects itself. Add TLS roots and proxies as the
-/// registry client has them; never default credentials headers. Building
-/// the client needs a process-wide rustls crypto provider installed.
+/// registry client has them; never default credentials headers.
 pub fn client_builder() -> reqwest::ClientBuilder {
+    crate::ensure_crypto_provider();
     reqwest::Client::builder().redirect(reqwest::redirect::Policy::none())
 }
 
