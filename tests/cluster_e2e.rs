@@ -7,19 +7,12 @@
 mod fake_apiserver;
 mod harness;
 
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
+use fake_apiserver::cluster::{ClusterOptions, ClusterVerifier};
 use fake_apiserver::{FakeApiServer, Gvr, eventually, node, secret};
 use harness::{Harness, keys};
 use imagegate::admission::review::{ImageVerifier, RequestContext};
-use imagegate::admission::verifier::{EngineVerifier, StaticCredentials};
-use imagegate::controller::policies::{PolicyCompiler, spawn_policy_sets};
-use imagegate::controller::{Controller, ControllerConfig};
-use imagegate::engine::{Engine, EngineConfig};
-use imagegate::policy::FilesystemKeyResolver;
-use imagegate::registry::{Anonymous, RegistryOptions};
 use serde_json::{Value, json};
 
 const NAMESPACE: &str = "imagegate-system";
@@ -74,43 +67,8 @@ async fn cluster_documents_with_key_refs_decide_admission() {
         cluster_policy(&h, requires_key_ref(&h)),
     );
 
-    let mut config = ControllerConfig::new(NAMESPACE, "imagegate-0");
-    config.lease = None;
-    let controller = Controller::start(fake.client(), config, Arc::new(PolicyCompiler));
-    let engine = Arc::new(
-        Engine::new(
-            EngineConfig {
-                registry: RegistryOptions {
-                    tls_verify: false,
-                    ..RegistryOptions::default()
-                },
-                ..EngineConfig::default()
-            },
-            None,
-        )
-        .unwrap(),
-    );
-    let ready = Arc::new(AtomicBool::new(false));
-    let policies = spawn_policy_sets(
-        fake.client(),
-        NAMESPACE.into(),
-        controller.subscribe(),
-        engine.clone(),
-        None,
-        ready.clone(),
-        Duration::from_millis(500),
-    );
-    eventually("the policy set is built from a synced snapshot", || {
-        ready.load(std::sync::atomic::Ordering::Acquire)
-    })
-    .await;
-    let verifier = EngineVerifier {
-        engine: engine.clone(),
-        policies: policies.clone(),
-        keys: Arc::new(FilesystemKeyResolver::new()),
-        credentials: Arc::new(StaticCredentials(Arc::new(Anonymous))),
-        timeout: Duration::from_secs(5),
-    };
+    let cluster = ClusterVerifier::start(&fake, ClusterOptions::new(NAMESPACE)).await;
+    let (engine, policies, verifier) = (&cluster.engine, &cluster.policies, &cluster.verifier);
     let ctx = RequestContext {
         namespace: Some("team".into()),
         ..RequestContext::default()
@@ -237,7 +195,7 @@ async fn cluster_documents_with_key_refs_decide_admission() {
     };
     assert!(!verifier.verify(&images[..1], &locked).await[0].allowed());
     assert!(verifier.verify(&images[..1], &ctx).await[0].allowed());
-    controller.shutdown().await;
+    cluster.shutdown().await;
 }
 
 /// `imagegate policy export --from-cluster` reads the documents (and their

@@ -10,20 +10,15 @@ mod fake_apiserver;
 mod harness;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use base64::Engine as _;
-use fake_apiserver::{FakeApiServer, Gvr, eventually, secret};
+use fake_apiserver::cluster::{ClusterOptions, ClusterVerifier};
+use fake_apiserver::{FakeApiServer, Gvr, secret};
 use harness::{Harness, Registry, keys};
-use imagegate::admission::review::{ImageVerifier, RequestContext};
-use imagegate::admission::verifier::EngineVerifier;
-use imagegate::controller::policies::{ClusterCredentials, PolicyCompiler, spawn_policy_sets};
+use imagegate::admission::review::RequestContext;
+use imagegate::controller::policies::ClusterCredentials;
 use imagegate::controller::pull_secrets::{PullSecretResolver, PullSecretsConfig};
-use imagegate::controller::{Controller, ControllerConfig};
-use imagegate::engine::{Engine, EngineConfig};
-use imagegate::policy::FilesystemKeyResolver;
-use imagegate::registry::{Anonymous, RegistryOptions};
+use imagegate::registry::Anonymous;
 use serde_json::json;
 
 const OWN_NS: &str = "imagegate-system";
@@ -140,34 +135,7 @@ async fn setup(auth: Auth) -> Setup {
 /// A verifier with fresh caches (so no case sees another's cached digest),
 /// reading pull secrets through the fake API; `own` are imagegate's own
 /// pull secrets (`--pull-secret`).
-async fn verifier(s: &Setup, own: &[&str]) -> (EngineVerifier, Controller) {
-    let mut config = ControllerConfig::new(OWN_NS, "imagegate-0");
-    config.lease = None;
-    let controller = Controller::start(s.fake.client(), config, Arc::new(PolicyCompiler));
-    let engine = Arc::new(
-        Engine::new(
-            EngineConfig {
-                registry: RegistryOptions {
-                    tls_verify: false,
-                    ..RegistryOptions::default()
-                },
-                ..EngineConfig::default()
-            },
-            None,
-        )
-        .unwrap(),
-    );
-    let ready = Arc::new(AtomicBool::new(false));
-    let policies = spawn_policy_sets(
-        s.fake.client(),
-        OWN_NS.into(),
-        controller.subscribe(),
-        engine.clone(),
-        None,
-        ready.clone(),
-        Duration::from_millis(500),
-    );
-    eventually("the policy set is built", || ready.load(Ordering::Acquire)).await;
+async fn verifier(s: &Setup, own: &[&str]) -> ClusterVerifier {
     let resolver = PullSecretResolver::new(
         s.fake.client(),
         OWN_NS,
@@ -176,17 +144,12 @@ async fn verifier(s: &Setup, own: &[&str]) -> (EngineVerifier, Controller) {
             ..PullSecretsConfig::default()
         },
     );
-    let verifier = EngineVerifier {
-        engine,
-        policies,
-        keys: Arc::new(FilesystemKeyResolver::new()),
-        credentials: Arc::new(ClusterCredentials {
-            resolver: Arc::new(resolver),
-            fallback: Arc::new(Anonymous),
-        }),
-        timeout: Duration::from_secs(5),
-    };
-    (verifier, controller)
+    let mut options = ClusterOptions::new(OWN_NS);
+    options.credentials = Arc::new(ClusterCredentials {
+        resolver: Arc::new(resolver),
+        fallback: Arc::new(Anonymous),
+    });
+    ClusterVerifier::start(&s.fake, options).await
 }
 
 fn pod(secrets: &[&str], service_account: Option<&str>) -> RequestContext {
@@ -243,7 +206,7 @@ async fn pod_service_account_and_own_pull_secrets_reach_a_private_registry() {
         "{message}"
     );
 
-    let (open, controller) = verifier(&s, &[]).await;
+    let open = verifier(&s, &[]).await;
 
     // No pull secret at all: the registry answers 401, the image is denied
     // with that reason (never admitted unverified).
@@ -266,26 +229,28 @@ async fn pod_service_account_and_own_pull_secrets_reach_a_private_registry() {
     assert!(!verdict.allowed(), "{verdict:?}");
 
     // The pod's own imagePullSecrets.
-    let (fresh, c2) = verifier(&s, &[]).await;
-    let verdict = &fresh.verify(&image, &pod(&["regcred"], None)).await[0];
+    let with_pod_secret = verifier(&s, &[]).await;
+    let verdict = &with_pod_secret
+        .verify(&image, &pod(&["regcred"], None))
+        .await[0];
     assert!(verdict.allowed(), "{verdict:?}");
     assert_eq!(verdict.digest.as_deref(), Some(s.digest.as_str()));
 
     // A stale secret first, a good one second: the kubelet tries each
     // matching credential in turn and pulls, so imagegate admits too.
-    let (fresh, c5) = verifier(&s, &[]).await;
-    let verdict = &fresh
+    let stale_first = verifier(&s, &[]).await;
+    let verdict = &stale_first
         .verify(&image, &pod(&["wrongcred", "regcred"], None))
         .await[0];
     assert!(verdict.allowed(), "{verdict:?}");
 
     // The pod has none, its ServiceAccount has one.
-    let (fresh, c3) = verifier(&s, &[]).await;
-    let verdict = &fresh.verify(&image, &pod(&[], Some("builder"))).await[0];
+    let with_sa = verifier(&s, &[]).await;
+    let verdict = &with_sa.verify(&image, &pod(&[], Some("builder"))).await[0];
     assert!(verdict.allowed(), "{verdict:?}");
 
     // Neither has one: imagegate's own configured pull secret.
-    let (with_own, c4) = verifier(&s, &["imagegate-pull"]).await;
+    let with_own = verifier(&s, &["imagegate-pull"]).await;
     let verdict = &with_own.verify(&image, &pod(&[], None)).await[0];
     assert!(verdict.allowed(), "{verdict:?}");
 
@@ -314,7 +279,7 @@ async fn pod_service_account_and_own_pull_secrets_reach_a_private_registry() {
             "lookaside request carried credentials: {request:?}"
         );
     }
-    for c in [controller, c2, c3, c4, c5] {
+    for c in [open, with_pod_secret, stale_first, with_sa, with_own] {
         c.shutdown().await;
     }
 }
@@ -332,7 +297,7 @@ async fn pull_secrets_buy_bearer_tokens_from_a_token_server() {
     let (accepted, _) = skopeo_accepts(&s, None);
     assert!(!accepted, "skopeo without credentials accepted");
 
-    let (open, c1) = verifier(&s, &[]).await;
+    let open = verifier(&s, &[]).await;
     let verdict = &open.verify(&image, &pod(&[], None)).await[0];
     assert!(!verdict.allowed(), "{verdict:?}");
     let reason = verdict
@@ -343,8 +308,10 @@ async fn pull_secrets_buy_bearer_tokens_from_a_token_server() {
         .join("; ");
     assert!(reason.contains("ClusterImagePolicy/private"), "{reason}");
 
-    let (fresh, c2) = verifier(&s, &[]).await;
-    let verdict = &fresh.verify(&image, &pod(&["regcred"], None)).await[0];
+    let with_pod_secret = verifier(&s, &[]).await;
+    let verdict = &with_pod_secret
+        .verify(&image, &pod(&["regcred"], None))
+        .await[0];
     assert!(verdict.allowed(), "{verdict:?}");
     assert_eq!(verdict.digest.as_deref(), Some(s.digest.as_str()));
 
@@ -356,7 +323,7 @@ async fn pull_secrets_buy_bearer_tokens_from_a_token_server() {
             && query.contains(&format!("account={USER}"))),
         "{requests:?}"
     );
-    for c in [c1, c2] {
+    for c in [open, with_pod_secret] {
         c.shutdown().await;
     }
 }

@@ -21,8 +21,6 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use harness::faults::{Fault, FaultProxy, Target};
@@ -724,14 +722,9 @@ async fn only_registries_of_signature_requiring_scopes_are_contacted() {
 /// (`recovers_after_watch_connections_drop`, `relists_after_410_gone`).
 #[tokio::test]
 async fn admission_keeps_enforcing_while_the_api_watch_is_down() {
-    use fake_apiserver::{FakeApiServer, Gvr, eventually};
-    use imagegate::admission::review::{ImageVerifier, RequestContext};
-    use imagegate::admission::verifier::{EngineVerifier, StaticCredentials};
-    use imagegate::controller::policies::{PolicyCompiler, spawn_policy_sets};
-    use imagegate::controller::{Controller, ControllerConfig};
-    use imagegate::engine::{Engine, EngineConfig};
-    use imagegate::policy::FilesystemKeyResolver;
-    use imagegate::registry::{Anonymous, RegistryOptions};
+    use fake_apiserver::cluster::{ClusterOptions, ClusterVerifier};
+    use fake_apiserver::{FakeApiServer, Gvr};
+    use imagegate::admission::review::RequestContext;
     const NAMESPACE: &str = "imagegate-system";
 
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -755,50 +748,18 @@ async fn admission_keeps_enforcing_while_the_api_watch_is_down() {
             json!({"transports": {"docker": {h.image("watch"): signed_by(&k.signer.public_armored)}}}),
         ),
     );
-    let mut config = ControllerConfig::new(NAMESPACE, "imagegate-0");
-    config.lease = None;
-    let controller = Controller::start(fake.client(), config, Arc::new(PolicyCompiler));
-    let engine = Arc::new(
-        Engine::new(
-            EngineConfig {
-                registry: RegistryOptions {
-                    tls_verify: false,
-                    ..RegistryOptions::default()
-                },
-                caches: imagegate::engine::CacheSettings {
-                    verdict_ttl: Duration::from_millis(1),
-                    negative_ttl: Duration::from_millis(1),
-                    digest_ttl: Duration::from_millis(1),
-                    signature_ttl: Duration::from_millis(1),
-                    ..Default::default()
-                },
-                ..EngineConfig::default()
-            },
-            None,
-        )
-        .unwrap(),
-    );
-    let ready = Arc::new(AtomicBool::new(false));
-    let policies = spawn_policy_sets(
-        fake.client(),
-        NAMESPACE.into(),
-        controller.subscribe(),
-        engine.clone(),
-        None,
-        ready.clone(),
-        Duration::from_millis(200),
-    );
-    eventually("the policy set is built", || {
-        ready.load(std::sync::atomic::Ordering::Acquire)
-    })
-    .await;
-    let verifier = EngineVerifier {
-        engine,
-        policies,
-        keys: Arc::new(FilesystemKeyResolver::new()),
-        credentials: Arc::new(StaticCredentials(Arc::new(Anonymous))),
-        timeout: TIMEOUT,
+    // No caching, so every review decides again with the current set.
+    let mut options = ClusterOptions::new(NAMESPACE);
+    options.caches = imagegate::engine::CacheSettings {
+        verdict_ttl: Duration::from_millis(1),
+        negative_ttl: Duration::from_millis(1),
+        digest_ttl: Duration::from_millis(1),
+        signature_ttl: Duration::from_millis(1),
+        ..Default::default()
     };
+    options.timeout = TIMEOUT;
+    options.key_refresh = Duration::from_millis(200);
+    let verifier = ClusterVerifier::start(&fake, options).await;
     let ctx = RequestContext {
         namespace: Some("team".into()),
         ..RequestContext::default()
