@@ -145,37 +145,10 @@ for k in "${KEYS[@]}"; do
 done
 log "keys: $(for k in "${KEYS[@]}"; do printf '%s %s  ' "$k" "${FPR[$k]}"; done)"
 
-# A one-layer OCI image layout whose file /hello.txt holds TEXT (the same
-# construction as scripts/demo.sh: deterministic, no Docker needed).
-make_oci() {
-  local out=$1 text=$2 work ld ls cd_ cs md ms diffid
-  work=$(mktemp -d "$W/work.XXXXXX")
-  mkdir -p "$out/blobs/sha256"
-  printf '%s\n' "$text" > "$work/hello.txt"
-  tar --format=ustar --sort=name --owner=0 --group=0 --numeric-owner --mode=0644 \
-    --mtime='2024-01-01 00:00Z' -C "$work" -cf "$work/layer.tar" hello.txt
-  diffid=$(sha256sum "$work/layer.tar" | cut -d' ' -f1)
-  gzip -n -9 -c "$work/layer.tar" > "$work/layer.tar.gz"
-  ld=$(sha256sum "$work/layer.tar.gz" | cut -d' ' -f1); ls=$(stat -c %s "$work/layer.tar.gz")
-  cp "$work/layer.tar.gz" "$out/blobs/sha256/$ld"
-  printf '{"architecture":"amd64","os":"linux","config":{"Cmd":["/hello"]},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' \
-    "$diffid" > "$work/config.json"
-  cd_=$(sha256sum "$work/config.json" | cut -d' ' -f1); cs=$(stat -c %s "$work/config.json")
-  cp "$work/config.json" "$out/blobs/sha256/$cd_"
-  printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:%s","size":%s}]}' \
-    "$cd_" "$cs" "$ld" "$ls" > "$work/manifest.json"
-  md=$(sha256sum "$work/manifest.json" | cut -d' ' -f1); ms=$(stat -c %s "$work/manifest.json")
-  cp "$work/manifest.json" "$out/blobs/sha256/$md"
-  echo '{"imageLayoutVersion":"1.0.0"}' > "$out/oci-layout"
-  printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"annotations":{"org.opencontainers.image.ref.name":"bench"}}]}' \
-    "$md" "$ms" > "$out/index.json"
-  cp "$work/manifest.json" "$out/manifest.json"
-  rm -rf "$work"
-}
 
 # One simple-signing signature per key type, made by skopeo (gpgme, the
 # same code path as `skopeo copy --sign-by`), over one manifest.
-make_oci "$W/oci-standalone" "imagegate bench: standalone"
+make_oci_layout "$W/oci-standalone" "imagegate bench: standalone" bench
 MANIFEST="$W/oci-standalone/manifest.json"
 REF=registry.example/bench/app:v1
 for k in "${KEYS[@]}"; do
@@ -229,7 +202,7 @@ EOF
 SIGN_KEY=ed25519
 IMAGE_REFS=()
 for i in $(seq "$IMAGES"); do
-  make_oci "$W/oci-$i" "imagegate bench image $i"
+  make_oci_layout "$W/oci-$i" "imagegate bench image $i" bench
   skopeo copy -q --dest-tls-verify=false --registries.d "$W/registries.d" \
     --policy "$W/accept-anything.json" --sign-by "${FPR[$SIGN_KEY]}" \
     "oci:$W/oci-$i:bench" "docker://$REG/bench/app$i:v1"

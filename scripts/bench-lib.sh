@@ -124,7 +124,7 @@ EOF
   BENCH_KEY="$BENCH_DIR/bench.pub.asc"
   gpg --armor --export "$BENCH_FPR" > "$BENCH_KEY"
   # --- a signed image, pushed and signed by skopeo ---
-  bench_make_oci "$BENCH_DIR/oci" "imagegate bench"
+  make_oci_layout "$BENCH_DIR/oci" "imagegate bench" bench
   echo '{"default":[{"type":"insecureAcceptAnything"}]}' > "$BENCH_DIR/accept-anything.json"
   SIGNED_IMAGE="$REG/bench/signed:v1"
   skopeo copy -q --dest-tls-verify=false --registries.d "$BENCH_DIR/registries.d" \
@@ -172,32 +172,6 @@ EOF
   log "bench setup in $BENCH_DIR: registry $REG, lookaside $LOOKASIDE, many-tags registry $TAGS_REG, key $BENCH_FPR"
 }
 
-# A one-layer OCI image layout (tag "bench") whose /hello.txt holds TEXT;
-# deterministic: the same TEXT gives the same digest.
-bench_make_oci() {
-  local out=$1 text=$2 work ld ls cd_ cs md ms diffid
-  work=$(mktemp -d "$BENCH_DIR/work.XXXXXX")
-  mkdir -p "$out/blobs/sha256"
-  printf '%s\n' "$text" > "$work/hello.txt"
-  tar --format=ustar --sort=name --owner=0 --group=0 --numeric-owner --mode=0644 \
-    --mtime='2024-01-01 00:00Z' -C "$work" -cf "$work/layer.tar" hello.txt
-  diffid=$(sha256sum "$work/layer.tar" | cut -d' ' -f1)
-  gzip -n -9 -c "$work/layer.tar" > "$work/layer.tar.gz"
-  ld=$(sha256sum "$work/layer.tar.gz" | cut -d' ' -f1); ls=$(stat -c %s "$work/layer.tar.gz")
-  cp "$work/layer.tar.gz" "$out/blobs/sha256/$ld"
-  printf '{"architecture":"amd64","os":"linux","config":{"Cmd":["/hello"]},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' \
-    "$diffid" > "$work/config.json"
-  cd_=$(sha256sum "$work/config.json" | cut -d' ' -f1); cs=$(stat -c %s "$work/config.json")
-  cp "$work/config.json" "$out/blobs/sha256/$cd_"
-  printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:%s","size":%s}]}' \
-    "$cd_" "$cs" "$ld" "$ls" > "$work/manifest.json"
-  md=$(sha256sum "$work/manifest.json" | cut -d' ' -f1); ms=$(stat -c %s "$work/manifest.json")
-  cp "$work/manifest.json" "$out/blobs/sha256/$md"
-  echo '{"imageLayoutVersion":"1.0.0"}' > "$out/oci-layout"
-  printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"annotations":{"org.opencontainers.image.ref.name":"bench"}}]}' \
-    "$md" "$ms" > "$out/index.json"
-  rm -rf "$work"
-}
 
 BENCH_IG_RUNS=0
 bench_start_imagegate() {

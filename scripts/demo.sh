@@ -108,42 +108,16 @@ gpg --armor --export "$DEMO_FPR" > "$W/demo.pub.asc"
 log "demo key $DEMO_FPR, wrong key $WRONG_FPR"
 
 # --- 3. images ----------------------------------------------------------------
-# A one-layer OCI image layout whose file /hello.txt holds TEXT; deterministic
-# (same TEXT, same digest).
-make_oci() {
-  local out=$1 text=$2 work ld ls cd_ cs md ms diffid
-  work=$(mktemp -d "$W/work.XXXXXX")
-  mkdir -p "$out/blobs/sha256"
-  printf '%s\n' "$text" > "$work/hello.txt"
-  tar --format=ustar --sort=name --owner=0 --group=0 --numeric-owner --mode=0644 \
-    --mtime='2024-01-01 00:00Z' -C "$work" -cf "$work/layer.tar" hello.txt
-  diffid=$(sha256sum "$work/layer.tar" | cut -d' ' -f1)
-  gzip -n -9 -c "$work/layer.tar" > "$work/layer.tar.gz"
-  ld=$(sha256sum "$work/layer.tar.gz" | cut -d' ' -f1); ls=$(stat -c %s "$work/layer.tar.gz")
-  cp "$work/layer.tar.gz" "$out/blobs/sha256/$ld"
-  printf '{"architecture":"amd64","os":"linux","config":{"Cmd":["/hello"]},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' \
-    "$diffid" > "$work/config.json"
-  cd_=$(sha256sum "$work/config.json" | cut -d' ' -f1); cs=$(stat -c %s "$work/config.json")
-  cp "$work/config.json" "$out/blobs/sha256/$cd_"
-  printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:%s","size":%s}]}' \
-    "$cd_" "$cs" "$ld" "$ls" > "$work/manifest.json"
-  md=$(sha256sum "$work/manifest.json" | cut -d' ' -f1); ms=$(stat -c %s "$work/manifest.json")
-  cp "$work/manifest.json" "$out/blobs/sha256/$md"
-  echo '{"imageLayoutVersion":"1.0.0"}' > "$out/oci-layout"
-  printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"annotations":{"org.opencontainers.image.ref.name":"demo"}}]}' \
-    "$md" "$ms" > "$out/index.json"
-  rm -rf "$work"
-}
-
+# Built by hand as OCI layouts (make_oci_layout in lib.sh), pushed by skopeo.
 push() { # push LAYOUT REPO:TAG [skopeo options...]
   local layout=$1 dest=$2; shift 2
   skopeo copy -q --dest-tls-verify=false --registries.d "$W/registries.d" \
     --policy "$W/accept-anything.json" "$@" "oci:$layout:demo" "docker://$REG/$dest"
 }
 echo '{"default":[{"type":"insecureAcceptAnything"}]}' > "$W/accept-anything.json"
-make_oci "$W/oci-signed" "imagegate demo: signed"
-make_oci "$W/oci-unsigned" "imagegate demo: unsigned"
-make_oci "$W/oci-wrong" "imagegate demo: wrongly signed"
+make_oci_layout "$W/oci-signed" "imagegate demo: signed" demo
+make_oci_layout "$W/oci-unsigned" "imagegate demo: unsigned" demo
+make_oci_layout "$W/oci-wrong" "imagegate demo: wrongly signed" demo
 push "$W/oci-signed" demo/signed:v1 --sign-by "$DEMO_FPR"
 push "$W/oci-unsigned" demo/unsigned:v1
 push "$W/oci-wrong" demo/wrongly-signed:v1 --sign-by "$WRONG_FPR"

@@ -33,13 +33,15 @@ seed_sources() {
     signature)
         echo fuzz/seeds/signature "$f/docs/atomic-signature-embedded-json.json" \
             tests/fixtures/cimage/generated
-        ls "$ROOT/$f/signature/fixtures" | grep signature | sed "s|^|$f/signature/fixtures/|"
+        find "$ROOT/$f/signature/fixtures" -maxdepth 1 -name '*signature*' -printf "%f\n" |
+            sed "s|^|$f/signature/fixtures/|"
         find "$ROOT/$f/signature/fixtures" -name 'signature-*' -printf "%P\n" |
             sed "s|^|$f/signature/fixtures/|"
         ;;
     manifest)
         echo fuzz/seeds/manifest
-        ls "$ROOT/$f/signature/fixtures" | grep 'manifest.json$' | sed "s|^|$f/signature/fixtures/|"
+        find "$ROOT/$f/signature/fixtures" -maxdepth 1 -name '*manifest.json' -printf "%f\n" |
+            sed "s|^|$f/signature/fixtures/|"
         find "$ROOT/$f/signature/fixtures" -name manifest.json -printf "%P\n" |
             sed "s|^|$f/signature/fixtures/|"
         ;;
@@ -62,7 +64,7 @@ seed() {
                     cp "$from" "$FUZZ/corpus/$t/seed-$(echo "$src/$rel" | tr '/' '_')"
                 done
         done
-        echo "$t: $(ls "$FUZZ/corpus/$t" | wc -l) corpus files"
+        echo "$t: $(find "$FUZZ/corpus/$t" -type f | wc -l) corpus files"
     done
 }
 

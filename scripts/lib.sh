@@ -73,3 +73,34 @@ wait_http() {
   done
   die "$url did not answer"
 }
+
+# make_oci_layout OUT TEXT NAME: a one-layer linux/amd64 OCI image layout in
+# OUT whose file /hello.txt holds TEXT, tagged NAME in the layout (skopeo:
+# `oci:OUT:NAME`); deterministic (same TEXT, same digest). The manifest's
+# exact bytes are also left in OUT/manifest.json (for standalone-sign).
+# Built by hand because no container engine runs here.
+make_oci_layout() {
+  local out=$1 text=$2 name=$3 work ld ls cd_ cs md ms diffid
+  work=$(mktemp -d)
+  mkdir -p "$out/blobs/sha256"
+  printf '%s\n' "$text" > "$work/hello.txt"
+  tar --format=ustar --sort=name --owner=0 --group=0 --numeric-owner --mode=0644 \
+    --mtime='2024-01-01 00:00Z' -C "$work" -cf "$work/layer.tar" hello.txt
+  diffid=$(sha256sum "$work/layer.tar" | cut -d' ' -f1)
+  gzip -n -9 -c "$work/layer.tar" > "$work/layer.tar.gz"
+  ld=$(sha256sum "$work/layer.tar.gz" | cut -d' ' -f1); ls=$(stat -c %s "$work/layer.tar.gz")
+  cp "$work/layer.tar.gz" "$out/blobs/sha256/$ld"
+  printf '{"architecture":"amd64","os":"linux","config":{"Cmd":["/hello"]},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' \
+    "$diffid" > "$work/config.json"
+  cd_=$(sha256sum "$work/config.json" | cut -d' ' -f1); cs=$(stat -c %s "$work/config.json")
+  cp "$work/config.json" "$out/blobs/sha256/$cd_"
+  printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:%s","size":%s}]}' \
+    "$cd_" "$cs" "$ld" "$ls" > "$work/manifest.json"
+  md=$(sha256sum "$work/manifest.json" | cut -d' ' -f1); ms=$(stat -c %s "$work/manifest.json")
+  cp "$work/manifest.json" "$out/blobs/sha256/$md"
+  cp "$work/manifest.json" "$out/manifest.json"
+  echo '{"imageLayoutVersion":"1.0.0"}' > "$out/oci-layout"
+  printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"annotations":{"org.opencontainers.image.ref.name":"%s"}}]}' \
+    "$md" "$ms" "$name" > "$out/index.json"
+  rm -rf "$work"
+}

@@ -140,32 +140,6 @@ SIGN_FPR=$(fingerprint soak@imagegate.test)
 WRONG_FPR=$(fingerprint wrong@imagegate.test)
 gpg --armor --export "$SIGN_FPR" > "$W/signer.pub.asc"
 
-# A one-layer OCI image layout whose /hello.txt holds TEXT (deterministic:
-# same TEXT, same digest), built by hand as in scripts/demo.sh.
-make_oci() {
-  local out=$1 text=$2 work ld ls cd_ cs md ms diffid
-  work=$(mktemp -d "$W/work.XXXXXX")
-  mkdir -p "$out/blobs/sha256"
-  printf '%s\n' "$text" > "$work/hello.txt"
-  tar --format=ustar --sort=name --owner=0 --group=0 --numeric-owner --mode=0644 \
-    --mtime='2024-01-01 00:00Z' -C "$work" -cf "$work/layer.tar" hello.txt
-  diffid=$(sha256sum "$work/layer.tar" | cut -d' ' -f1)
-  gzip -n -9 -c "$work/layer.tar" > "$work/layer.tar.gz"
-  ld=$(sha256sum "$work/layer.tar.gz" | cut -d' ' -f1); ls=$(stat -c %s "$work/layer.tar.gz")
-  cp "$work/layer.tar.gz" "$out/blobs/sha256/$ld"
-  printf '{"architecture":"amd64","os":"linux","config":{"Cmd":["/hello"]},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' \
-    "$diffid" > "$work/config.json"
-  cd_=$(sha256sum "$work/config.json" | cut -d' ' -f1); cs=$(stat -c %s "$work/config.json")
-  cp "$work/config.json" "$out/blobs/sha256/$cd_"
-  printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:%s","size":%s}]}' \
-    "$cd_" "$cs" "$ld" "$ls" > "$work/manifest.json"
-  md=$(sha256sum "$work/manifest.json" | cut -d' ' -f1); ms=$(stat -c %s "$work/manifest.json")
-  cp "$work/manifest.json" "$out/blobs/sha256/$md"
-  echo '{"imageLayoutVersion":"1.0.0"}' > "$out/oci-layout"
-  printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"annotations":{"org.opencontainers.image.ref.name":"soak"}}]}' \
-    "$md" "$ms" > "$out/index.json"
-  rm -rf "$work"
-}
 echo '{"default":[{"type":"insecureAcceptAnything"}]}' > "$W/accept-anything.json"
 push() { # push LAYOUT REPO:TAG [skopeo options...]; prints the pushed digest
   local layout=$1 dest=$2; shift 2
@@ -174,7 +148,7 @@ push() { # push LAYOUT REPO:TAG [skopeo options...]; prints the pushed digest
     "oci:$layout:soak" "docker://$REG/$dest" >&2
   cat "$layout.digest"
 }
-for kind in signed unsigned wrong; do make_oci "$W/oci-$kind" "imagegate soak: $kind"; done
+for kind in signed unsigned wrong; do make_oci_layout "$W/oci-$kind" "imagegate soak: $kind" soak; done
 push "$W/oci-signed" soak/signed:v1 --sign-by "$SIGN_FPR" >/dev/null
 push "$W/oci-unsigned" soak/unsigned:v1 >/dev/null
 push "$W/oci-wrong" soak/wrongly-signed:v1 --sign-by "$WRONG_FPR" >/dev/null
@@ -194,7 +168,7 @@ push_fresh() { # push_fresh signed|unsigned|wrong: one list of references
     wrong) repo=soak/wrongly-signed; opts=(--sign-by "$WRONG_FPR") ;;
   esac
   for i in $(seq "$per_kind"); do
-    make_oci "$W/fresh-oci-$kind" "imagegate soak: fresh $kind $i"
+    make_oci_layout "$W/fresh-oci-$kind" "imagegate soak: fresh $kind $i" soak
     digest=$(push "$W/fresh-oci-$kind" "$repo:f$i" "${opts[@]}")
     rm -rf "$W/fresh-oci-$kind" "$W/fresh-oci-$kind.digest"
     if [ $((i % 2)) -eq 0 ]; then echo "$kind $REG/$repo:f$i"; else echo "$kind $REG/$repo@$digest"; fi
