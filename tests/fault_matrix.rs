@@ -17,15 +17,11 @@
 mod fake_apiserver;
 mod harness;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use harness::faults::{Fault, FaultProxy, Target};
 use harness::{CannedResponse, Harness, keys};
-use imagegate::certs::{generate_ca, issue_serving_cert};
 use serde_json::{Value, json};
 
 /// `--admission-timeout` of every serve process here.
@@ -37,93 +33,31 @@ const MARGIN: Duration = Duration::from_millis(1500);
 /// More than c/image's 4 MiB limits.
 const FIVE_MIB: usize = 5 << 20;
 
-/// A running `imagegate serve`; killed on drop.
-struct Webhook {
-    child: Child,
-    addr: SocketAddr,
-    client: reqwest::Client,
-}
-
-impl Drop for Webhook {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+/// The harness's `imagegate serve`, with this suite's ways to call it.
+use harness::webhook::WebhookServer as Webhook;
 
 impl Webhook {
-    /// Serves the policy documents `files` (name, YAML/JSON text).
+    /// Serves the policy documents `files` (name, YAML/JSON text) with the
+    /// matrix's deadline, caches off so every review reaches the network
+    /// (see the module comment), and one platform.
     fn start(dir: &Path, files: &[(&str, String)]) -> Webhook {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let policies = dir.join("policies");
-        std::fs::create_dir_all(&policies).unwrap();
-        for (name, text) in files {
-            std::fs::write(policies.join(name), text).unwrap();
-        }
-        let ca = generate_ca("imagegate fault-matrix CA", time::Duration::days(1)).unwrap();
-        let leaf = issue_serving_cert(
-            &ca,
-            &["localhost".into(), "127.0.0.1".into()],
-            time::Duration::days(1),
-        )
-        .unwrap();
-        std::fs::write(dir.join("tls.crt"), &leaf.cert_pem).unwrap();
-        std::fs::write(dir.join("tls.key"), &leaf.key_pem).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_imagegate"))
-            .arg("serve")
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--metrics-listen",
-                "127.0.0.1:0",
-                "--tls-verify=false",
+        let timeout = format!("{}ms", TIMEOUT.as_millis());
+        Webhook::spawn(
+            dir,
+            files,
+            &[
                 "--platform",
                 "linux/amd64",
                 "--admission-timeout",
-            ])
-            .arg(format!("{}ms", TIMEOUT.as_millis()))
-            // Every review reaches the network (see the module comment).
-            .args([
+                &timeout,
                 "--digest-cache-ttl",
                 "1ms",
                 "--verdict-cache-ttl",
                 "1ms",
                 "--negative-cache-ttl",
                 "1ms",
-            ])
-            .arg("--policies")
-            .arg(&policies)
-            .arg("--tls-cert")
-            .arg(dir.join("tls.crt"))
-            .arg("--tls-key")
-            .arg(dir.join("tls.key"))
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start imagegate serve");
-        let stderr = child.stderr.take().unwrap();
-        let mut lines = BufReader::new(stderr).lines();
-        let addr = loop {
-            let line = lines
-                .next()
-                .expect("imagegate serve exited before serving")
-                .expect("read stderr");
-            if let Some(rest) = line.strip_prefix("imagegate: serving on https://") {
-                break rest.split_once(' ').unwrap().0.parse().unwrap();
-            }
-        };
-        // Keep draining the logs so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        let client = reqwest::Client::builder()
-            .tls_certs_only([reqwest::Certificate::from_pem(ca.cert_pem.as_bytes()).unwrap()])
-            .timeout(Duration::from_secs(30))
-            .build()
-            .unwrap();
-        Webhook {
-            child,
-            addr,
-            client,
-        }
+            ],
+        )
     }
 
     /// POSTs an AdmissionReview for a Pod in `namespace` running `images`
@@ -133,7 +67,7 @@ impl Webhook {
         let started = Instant::now();
         let resp = self
             .client
-            .post(format!("https://localhost:{}/validate", self.addr.port()))
+            .post(self.url("/validate"))
             .json(&review)
             .send()
             .await
@@ -147,7 +81,7 @@ impl Webhook {
 
     /// The serve process's resident set size, from /proc.
     fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
             .expect("read /proc/PID/status of imagegate serve");
         status
             .lines()
@@ -158,10 +92,7 @@ impl Webhook {
 
     /// Still running (not crashed).
     fn assert_alive(&mut self) {
-        assert!(
-            self.child.try_wait().unwrap().is_none(),
-            "imagegate serve exited"
-        );
+        assert!(self.is_running(), "imagegate serve exited");
     }
 }
 

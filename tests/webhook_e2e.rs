@@ -5,31 +5,15 @@
 
 mod harness;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use harness::{CannedResponse, Harness, keys};
-use imagegate::certs::{generate_ca, issue_serving_cert};
 use serde_json::{Value, json};
 
-/// A running `imagegate serve`; killed on drop.
-struct Webhook {
-    child: Child,
-    addr: SocketAddr,
-    metrics: SocketAddr,
-    policies: PathBuf,
-    client: reqwest::Client,
-}
-
-impl Drop for Webhook {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+/// The harness's `imagegate serve`, with this suite's ways to call it.
+use harness::webhook::WebhookServer as Webhook;
 
 fn cluster_policy(h: &Harness, name: &str, mode: &str, policy: Value) -> String {
     let doc = json!({
@@ -61,81 +45,17 @@ fn signed_by(key_file: &Path) -> Value {
 
 impl Webhook {
     fn start(h: &Harness, files: &[(&str, String)], extra_args: &[&str]) -> Webhook {
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = h.dir().join(format!(
             "webhook-{}",
             h.unique_path("w").file_name().unwrap().to_string_lossy()
         ));
-        let policies = dir.join("policies");
-        std::fs::create_dir_all(&policies).unwrap();
-        for (name, text) in files {
-            std::fs::write(policies.join(name), text).unwrap();
-        }
-        let ca = generate_ca("imagegate test CA", time::Duration::days(1)).unwrap();
-        let leaf = issue_serving_cert(
-            &ca,
-            &["localhost".into(), "127.0.0.1".into()],
-            time::Duration::days(1),
-        )
-        .unwrap();
-        std::fs::write(dir.join("tls.crt"), &leaf.cert_pem).unwrap();
-        std::fs::write(dir.join("tls.key"), &leaf.key_pem).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_imagegate"))
-            .arg("serve")
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--metrics-listen",
-                "127.0.0.1:0",
-                "--tls-verify=false",
-            ])
-            .arg("--policies")
-            .arg(&policies)
-            .arg("--tls-cert")
-            .arg(dir.join("tls.crt"))
-            .arg("--tls-key")
-            .arg(dir.join("tls.key"))
-            .args(extra_args)
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start imagegate serve");
-        let stderr = child.stderr.take().unwrap();
-        let mut lines = BufReader::new(stderr).lines();
-        let (addr, metrics) = loop {
-            let line = lines
-                .next()
-                .expect("imagegate serve exited before serving")
-                .expect("read stderr");
-            if let Some(rest) = line.strip_prefix("imagegate: serving on https://") {
-                let (addr, rest) = rest.split_once(' ').unwrap();
-                let metrics = rest
-                    .trim_start_matches("(metrics on http://")
-                    .trim_end_matches(')');
-                break (addr.parse().unwrap(), metrics.parse().unwrap());
-            }
-        };
-        // Keep draining the logs so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        let client = reqwest::Client::builder()
-            .tls_certs_only([reqwest::Certificate::from_pem(ca.cert_pem.as_bytes()).unwrap()])
-            .timeout(Duration::from_secs(20))
-            .build()
-            .unwrap();
-        Webhook {
-            child,
-            addr,
-            metrics,
-            policies,
-            client,
-        }
+        Webhook::spawn(&dir, files, extra_args)
     }
 
     async fn post(&self, endpoint: &str, review: &Value) -> Value {
-        let url = format!("https://localhost:{}{endpoint}", self.addr.port());
         let resp = self
             .client
-            .post(url)
+            .post(self.url(endpoint))
             .json(review)
             .send()
             .await
@@ -648,7 +568,7 @@ async fn shutdown_drains_in_flight_reviews() {
     let stop = async {
         tokio::time::sleep(Duration::from_millis(400)).await;
         let status = Command::new("kill")
-            .args(["-TERM", &w.child.id().to_string()])
+            .args(["-TERM", &w.pid().to_string()])
             .status()
             .unwrap();
         assert!(status.success());

@@ -39,6 +39,7 @@ pub mod lookaside;
 pub mod oci;
 pub mod registry;
 pub mod tools;
+pub mod webhook;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
