@@ -152,18 +152,11 @@ impl RegistryClient {
         expected: Option<&Digest>,
         source: &dyn CredentialSource,
     ) -> Result<FetchedManifest, RegistryError> {
-        let candidates = credential_candidates(source, image)?;
-        let last = candidates.len() - 1;
-        for (i, credentials) in candidates.iter().enumerate() {
-            let result = self
-                .fetch_with(image, tag_or_digest, expected, credentials)
-                .await;
-            if i == last || !refused_credential(&result) {
-                return result;
-            }
-            tracing::debug!(image = %image, "credential refused, trying the next");
-        }
-        unreachable!("the loop returns on the last candidate")
+        with_each_credential(source, image, |credentials| async move {
+            self.fetch_with(image, tag_or_digest, expected, &credentials)
+                .await
+        })
+        .await
     }
 
     async fn fetch_with(
@@ -208,13 +201,23 @@ impl RegistryClient {
     }
 }
 
-/// The credentials to try for `image`, in order (anonymous if the source
-/// has none): the kubelet walks matching pull secrets until a pull succeeds,
-/// so callers move on to the next candidate when [`refused_credential`].
-pub(super) fn credential_candidates(
+/// Runs `request` with each of `source`'s credentials for `image` in turn
+/// (anonymous if it has none), as the kubelet walks matching pull secrets
+/// until a pull succeeds: a refusal another credential might not get (401,
+/// 403, or 404, which some registries answer for a private repository)
+/// moves on to the next; any other result, or the last refusal, is the
+/// answer. Credentials are passed by value so the request's future borrows
+/// nothing of the loop (a borrowed one defeats the `Send` proof the server
+/// needs).
+pub(super) async fn with_each_credential<T, F, Fut>(
     source: &dyn CredentialSource,
     image: &Named,
-) -> Result<Vec<Credentials>, RegistryError> {
+    request: F,
+) -> Result<T, RegistryError>
+where
+    F: Fn(Credentials) -> Fut,
+    Fut: Future<Output = Result<T, RegistryError>>,
+{
     let mut candidates = source.lookup_all(image).map_err(|e| {
         RegistryError::new(
             RegistryErrorKind::Credentials,
@@ -224,19 +227,21 @@ pub(super) fn credential_candidates(
     if candidates.is_empty() {
         candidates.push(Credentials::default());
     }
-    Ok(candidates)
-}
-
-/// A refusal that another credential might not get: 401, 403, or 404
-/// (some registries answer 404 for a private repository). Any other failure
-/// is the answer whatever the credential.
-pub(super) fn refused_credential<T>(result: &Result<T, RegistryError>) -> bool {
-    matches!(
-        result.as_ref().map_err(RegistryError::kind),
-        Err(RegistryErrorKind::Unauthorized
-            | RegistryErrorKind::Denied
-            | RegistryErrorKind::NotFound)
-    )
+    let last = candidates.len() - 1;
+    for (i, credentials) in candidates.into_iter().enumerate() {
+        let result = request(credentials).await;
+        let refused = matches!(
+            result.as_ref().map_err(RegistryError::kind),
+            Err(RegistryErrorKind::Unauthorized
+                | RegistryErrorKind::Denied
+                | RegistryErrorKind::NotFound)
+        );
+        if i == last || !refused {
+            return result;
+        }
+        tracing::debug!(image = %image, "credential refused, trying the next");
+    }
+    unreachable!("the loop returns on the last candidate")
 }
 
 /// `manifest.Digest`. Only a document whose `schemaVersion` decodes as 1 can

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use reqwest::StatusCode;
 
 use super::auth::CredentialSource;
-use super::client::{RegistryClient, credential_candidates, refused_credential};
+use super::client::{RegistryClient, with_each_credential};
 use super::transport::{self, registry_host};
 use super::{MAX_SIGNATURE_LIST_BODY_SIZE, RegistryError};
 use crate::reference::{Digest, Named};
@@ -41,26 +41,19 @@ impl RegistryClient {
     ) -> Result<Bytes, RegistryError> {
         let path = format!("/extensions/v2/{}/signatures/{digest}", image.path());
         let context = || format!("downloading signatures for {digest} in {}", image.name());
-        let candidates = credential_candidates(credentials, image)?;
-        let last = candidates.len() - 1;
-        for (i, credentials) in candidates.iter().enumerate() {
-            let result = async {
-                let res = self.transport.get(image, &path, &[], credentials).await?;
-                if res.status() != StatusCode::OK {
-                    return Err(transport::registry_http_response_error(res)
-                        .await
-                        .context(context()));
-                }
-                transport::read_capped(res, MAX_SIGNATURE_LIST_BODY_SIZE)
+        let (path, context) = (&path, &context);
+        with_each_credential(credentials, image, |credentials| async move {
+            let res = self.transport.get(image, path, &[], &credentials).await?;
+            if res.status() != StatusCode::OK {
+                return Err(transport::registry_http_response_error(res)
                     .await
-                    .map_err(|e| e.context(context()))
+                    .context(context()));
             }
-            .await;
-            if i == last || !refused_credential(&result) {
-                return result;
-            }
-        }
-        unreachable!("the loop returns on the last candidate")
+            transport::read_capped(res, MAX_SIGNATURE_LIST_BODY_SIZE)
+                .await
+                .map_err(|e| e.context(context()))
+        })
+        .await
     }
 }
 
