@@ -17,31 +17,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use harness::{Harness, keys, skopeo_message, tools};
-use imagegate::engine::{Engine, EngineConfig, ImageVerdict, Mode, PolicyDocument, VerifyContext};
-use imagegate::manifest::list::Platform;
+use imagegate::engine::{Engine, ImageVerdict, Mode, PolicyDocument, VerifyContext};
 use imagegate::policy::{FilesystemKeyResolver, ParseOptions, Policy};
 use imagegate::policyset::{PolicySet, compile};
-use imagegate::registry::{Anonymous, RegistryOptions};
+use imagegate::registry::Anonymous;
 use imagegate::signature::registries_d::RegistryConfiguration;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::{Value, json};
-
-fn engine() -> Engine {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    Engine::new(
-        EngineConfig {
-            registry: RegistryOptions {
-                tls_verify: false,
-                ..RegistryOptions::default()
-            },
-            platforms: vec![Platform::parse("linux/amd64").unwrap()],
-            ..EngineConfig::default()
-        },
-        None,
-    )
-    .unwrap()
-}
 
 async fn verify(
     e: &Engine,
@@ -165,7 +148,7 @@ fn namespace_documents_never_loosen_the_cluster() {
         world.r.clone(): {"lookaside": h.lookaside_url()},
         world.l.clone(): {"lookaside": h.lookaside_url()},
     }});
-    let e = engine();
+    let e = harness::engine(Default::default(), None);
     let rt = tokio::runtime::Runtime::new().unwrap();
 
     let strategy = (
@@ -304,7 +287,7 @@ fn document(policy: &Value, options: ParseOptions) -> Arc<PolicyDocument> {
 
 #[tokio::test]
 async fn wildcard_scopes_are_anchored_as_in_containers_image() {
-    let e = engine();
+    let e = harness::engine(Default::default(), None);
     let rd = RegistryConfiguration::default();
     let accept_inside = document(
         &wildcard_policy("insecureAcceptAnything", "reject"),
@@ -376,7 +359,7 @@ fn skopeo_mirrored_verdict(h: &Harness, policy: &Path, image: &str) -> (bool, St
 #[tokio::test]
 async fn wildcard_verdicts_match_skopeo_on_real_images() {
     let h = Harness::start();
-    let e = engine();
+    let e = harness::engine(Default::default(), None);
     let rd = RegistryConfiguration::default();
     // Each look-alike's repository, pushed to the real registry (the
     // mirror of every logical host).
@@ -491,7 +474,7 @@ async fn namespace_documents_cannot_configure_lookasides() {
     let set = imagegate::policyset::DirectoryLoader::default()
         .load(&dir)
         .unwrap();
-    let e = engine();
+    let e = harness::engine(Default::default(), None);
     let docs = set.documents_for(Some("team"));
     let v = verify(&e, &h.image("comp/app:v1"), &docs, &set.registries_d).await;
     h.push_unsigned(&h.build_image("ns lookaside unsigned"), "comp/unsigned:v1");

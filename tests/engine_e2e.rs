@@ -10,30 +10,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use harness::{Harness, keys};
-use imagegate::engine::{CacheSettings, Engine, EngineConfig, Mode, PolicyDocument, VerifyContext};
-use imagegate::manifest::list::Platform;
+use imagegate::engine::{CacheSettings, Mode, PolicyDocument, VerifyContext};
 use imagegate::metrics::Metrics;
 use imagegate::policy::{FilesystemKeyResolver, ParseOptions, Policy};
-use imagegate::registry::{Anonymous, RegistryOptions};
+use imagegate::registry::Anonymous;
 use imagegate::signature::registries_d::RegistryConfiguration;
 use serde_json::json;
-
-fn engine(caches: CacheSettings, metrics: Option<Arc<Metrics>>) -> Engine {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    Engine::new(
-        EngineConfig {
-            registry: RegistryOptions {
-                tls_verify: false,
-                ..RegistryOptions::default()
-            },
-            platforms: vec![Platform::parse("linux/amd64").unwrap()],
-            caches,
-            ..EngineConfig::default()
-        },
-        metrics,
-    )
-    .unwrap()
-}
 
 fn document(policy: serde_json::Value) -> Arc<PolicyDocument> {
     Arc::new(PolicyDocument {
@@ -78,7 +60,7 @@ async fn reject_and_accept_anything_scopes_contact_nothing() {
         format!("default-docker: {{lookaside: 'http://{registry}/sigs'}}").as_bytes(),
     )
     .unwrap();
-    let e = engine(CacheSettings::default(), None);
+    let e = harness::engine(CacheSettings::default(), None);
     let docs = [
         document(
             json!({"transports": {"docker": {format!("{registry}/rejected"): [{"type": "reject"}]}}}),
@@ -138,7 +120,7 @@ async fn verdicts_are_cached_and_concurrent_requests_share_one_fetch() {
     h.push_unsigned(&h.build_image("cache unsigned"), "cache/unsigned:v1");
     let rd = RegistryConfiguration::load_dir(h.registries_d()).unwrap();
     let metrics = Arc::new(Metrics::new());
-    let e = Arc::new(engine(
+    let e = Arc::new(harness::engine(
         CacheSettings {
             negative_ttl: NEGATIVE_TTL,
             signature_ttl: NEGATIVE_TTL,

@@ -55,6 +55,29 @@ pub use registry::Registry;
 
 use tools::{command, copy_tree, make_private, run, run_ok};
 
+/// An engine as the suites use it against the harness: TLS verification off
+/// (the registry speaks plain HTTP on 127.0.0.1), linux/amd64 nodes, the
+/// given caches and metrics.
+pub fn engine(
+    caches: imagegate::engine::CacheSettings,
+    metrics: Option<std::sync::Arc<imagegate::metrics::Metrics>>,
+) -> imagegate::engine::Engine {
+    imagegate::ensure_crypto_provider();
+    imagegate::engine::Engine::new(
+        imagegate::engine::EngineConfig {
+            registry: imagegate::registry::RegistryOptions {
+                tls_verify: false,
+                ..Default::default()
+            },
+            platforms: vec![imagegate::manifest::list::Platform::parse("linux/amd64").unwrap()],
+            caches,
+            ..Default::default()
+        },
+        metrics,
+    )
+    .expect("test engine")
+}
+
 /// Options for [`Harness::push`] and [`Harness::copy`] (`skopeo copy`).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PushOptions<'a> {
