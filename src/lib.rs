@@ -9,9 +9,11 @@
 //! - [`policy`]: policy documents, scope lookup, identity matching, requirements;
 //! - [`registry`]: digest resolution and manifest fetching, credentials;
 //! - [`engine`]: one image through policy, registry and signatures to a verdict;
+//! - [`cache`]: the bounded, expiring, coalescing cache all of them use;
 //! - [`cli`]: the `imagegate` command line.
 
 pub mod admission;
+pub mod cache;
 pub mod certs;
 pub mod cli;
 pub mod controller;

@@ -20,8 +20,9 @@ use std::time::Duration;
 use base64::Engine as _;
 use k8s_openapi::api::core::v1::{PodSpec, Secret, ServiceAccount};
 use kube::{Api, Client};
-use moka::future::Cache;
 use serde_json::Value;
+
+use crate::cache::Cache;
 
 /// `type` of a Secret holding a docker `config.json`.
 pub const SECRET_TYPE_DOCKER_CONFIG_JSON: &str = "kubernetes.io/dockerconfigjson";
@@ -545,14 +546,8 @@ impl PullSecretResolver {
     /// `namespace` is imagegate's own (where configured secrets live).
     pub fn new(client: Client, namespace: &str, config: PullSecretsConfig) -> PullSecretResolver {
         PullSecretResolver {
-            secrets: Cache::builder()
-                .max_capacity(config.cache_capacity)
-                .time_to_live(config.cache_ttl)
-                .build(),
-            service_accounts: Cache::builder()
-                .max_capacity(config.cache_capacity)
-                .time_to_live(config.cache_ttl)
-                .build(),
+            secrets: Cache::new(config.cache_capacity, Some(config.cache_ttl)),
+            service_accounts: Cache::new(config.cache_capacity, Some(config.cache_ttl)),
             client,
             namespace: namespace.to_string(),
             config,

@@ -1,14 +1,13 @@
 //! Getting what a signature check needs: manifests from the registry and
 //! signatures from the lookaside (or the registry's signature API), with
 //! caches that also coalesce concurrent requests for the same object
-//! (moka's `try_get_with` runs one initialiser per key; everyone else
+//! (`Cache::try_get_with` runs one initialiser per key; everyone else
 //! waits for its result).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use moka::future::Cache;
-
+use crate::cache::Cache;
 use crate::manifest::list::{Platform, instances_for_platforms};
 use crate::metrics::Metrics;
 use crate::reference::{Digest, ImageReference, Named};
@@ -94,16 +93,10 @@ impl Fetcher {
             limits,
             builtin_lookaside,
             metrics,
-            by_tag: Cache::builder()
-                .max_capacity(caches.max_entries)
-                .time_to_live(caches.digest_ttl)
-                .build(),
+            by_tag: Cache::new(caches.max_entries, Some(caches.digest_ttl)),
             // Content-addressed: valid as long as it is remembered.
-            by_digest: Cache::builder().max_capacity(caches.max_entries).build(),
-            signatures: Cache::builder()
-                .max_capacity(caches.max_entries)
-                .time_to_live(caches.signature_ttl)
-                .build(),
+            by_digest: Cache::new(caches.max_entries, None),
+            signatures: Cache::new(caches.max_entries, Some(caches.signature_ttl)),
         }
     }
 
@@ -134,14 +127,14 @@ impl Fetcher {
                 // Every tag of one manifest shares the by-digest entry, so
                 // many tags of one image hold its bytes once.
                 let by_digest = format!("{}@{}", named.name(), fetched.digest);
-                match self.by_digest.get(&by_digest).await {
+                match self.by_digest.get(&by_digest) {
                     Some(cached) if cached.media_type == fetched.media_type => Ok(cached),
                     // c/image decides the type from each response: the same
                     // bytes served now under another Content-Type (a list
                     // rather than a manifest) are that type from now on.
                     _ => {
                         let fetched = Arc::new(fetched);
-                        self.by_digest.insert(by_digest, fetched.clone()).await;
+                        self.by_digest.insert(by_digest, fetched.clone());
                         Ok(fetched)
                     }
                 }

@@ -13,8 +13,6 @@ pub mod verdict;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use moka::future::Cache;
-
 pub use fetch::CacheSettings;
 use fetch::{Fetcher, Instance};
 pub use verdict::{
@@ -22,6 +20,7 @@ pub use verdict::{
     SignatureReport,
 };
 
+use crate::cache::Cache;
 use crate::manifest::list::Platform;
 use crate::metrics::Metrics;
 use crate::policy::{self, ImageMaterial, KeyResolver, Policy, SignatureOutcome};
@@ -126,18 +125,9 @@ impl Engine {
         Ok(Engine {
             fetcher,
             platforms: std::sync::RwLock::new(Arc::new(config.platforms)),
-            accepted: Cache::builder()
-                .max_capacity(config.caches.max_entries)
-                .time_to_live(config.caches.verdict_ttl)
-                .build(),
-            rejected: Cache::builder()
-                .max_capacity(config.caches.max_entries)
-                .time_to_live(config.caches.negative_ttl)
-                .build(),
-            interned: Cache::builder()
-                .max_capacity(config.caches.max_entries)
-                .time_to_live(config.caches.verdict_ttl)
-                .build(),
+            accepted: Cache::new(config.caches.max_entries, Some(config.caches.verdict_ttl)),
+            rejected: Cache::new(config.caches.max_entries, Some(config.caches.negative_ttl)),
+            interned: Cache::new(config.caches.max_entries, Some(config.caches.verdict_ttl)),
             metrics,
         })
     }
@@ -378,7 +368,7 @@ impl Engine {
             reference.to_string().as_bytes(),
         ]);
         for cache in [&self.accepted, &self.rejected] {
-            if let Some(v) = cache.get(&key).await {
+            if let Some(v) = cache.get(&key) {
                 if let Some(m) = &self.metrics {
                     m.count_cache("verdict", true);
                 }
@@ -422,7 +412,7 @@ impl Engine {
                 .interned
                 .get_with(content, async { Arc::new(v.clone()) })
                 .await;
-            cache.insert(key, shared).await;
+            cache.insert(key, shared);
         }
         v
     }

@@ -11,11 +11,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use moka::future::Cache;
 use reqwest::{Method, StatusCode, header};
 
 use super::auth::Credentials;
 use super::{MAX_AUTH_TOKEN_BODY_SIZE, RegistryError, RegistryErrorKind};
+use crate::cache::Cache;
 use crate::reference::Named;
 
 /// c/image's `minimumTokenLifetimeSeconds`.
@@ -122,14 +122,8 @@ impl Transport {
         Ok(Transport {
             http,
             tls_verify: config.tls_verify,
-            pings: Cache::builder()
-                .max_capacity(1024)
-                .time_to_live(PING_TTL)
-                .build(),
-            tokens: Cache::builder()
-                .max_capacity(10_000)
-                .time_to_live(Duration::from_secs(3600))
-                .build(),
+            pings: Cache::new(1024, Some(PING_TTL)),
+            tokens: Cache::new(10_000, Some(Duration::from_secs(3600))),
         })
     }
 
@@ -260,7 +254,7 @@ impl Transport {
             scope: scope.to_string(),
             credentials: credentials.fingerprint(),
         };
-        if let Some(t) = self.tokens.get(&key).await
+        if let Some(t) = self.tokens.get(&key)
             && Instant::now() < t.expires
         {
             return Ok(t.token);
@@ -269,7 +263,7 @@ impl Transport {
             .fetch_token(realm, &service, scope, credentials)
             .await?;
         let token = fetched.token.clone();
-        self.tokens.insert(key, fetched).await;
+        self.tokens.insert(key, fetched);
         Ok(token)
     }
 
