@@ -13,13 +13,25 @@ async fn main() -> std::process::ExitCode {
     let serving = matches!(cli.command, Command::Serve(_));
     let filter = tracing_subscriber::EnvFilter::try_from_env("IMAGEGATE_LOG")
         .unwrap_or_else(|_| if serving { "info" } else { "warn" }.into());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if serving {
-        builder.json().flatten_event(true).init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // The server writes a line per decision: a background thread writes
+    // them, a batch per system call, so reviews never wait on stderr. Not
+    // lossy: when it falls behind, callers wait rather than lines vanish.
+    // The guard flushes what is left when main returns.
+    let _log_writer_guard = if serving {
+        let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+            .lossy(false)
+            .thread_name("imagegate-log")
+            .finish(std::io::BufWriter::new(std::io::stderr()));
+        builder
+            .with_writer(writer)
+            .json()
+            .flatten_event(true)
+            .init();
+        Some(guard)
     } else {
-        builder.init();
-    }
+        builder.with_writer(std::io::stderr).init();
+        None
+    };
     imagegate::cli::run(cli).await
 }

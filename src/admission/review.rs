@@ -105,11 +105,11 @@ pub async fn review(
     let Some(object) = &request.object else {
         return skipped("skipped");
     };
-    let value = match serde_json::to_value(object) {
-        Ok(v) => v,
-        Err(e) => return invalid(request, format!("cannot read the object: {e}")),
-    };
-    let uses = match images_of(kind, &value) {
+    // Every pod spec lives under `spec`, which DynamicObject keeps (with
+    // everything but apiVersion, kind and metadata) in `data`: read it in
+    // place rather than converting the whole object again.
+    let value = &object.data;
+    let uses = match images_of(kind, value) {
         Ok(u) => u,
         Err(e) => return invalid(request, format!("malformed {kind}: {e}")),
     };
@@ -120,8 +120,7 @@ pub async fn review(
         let old_uses = request
             .old_object
             .as_ref()
-            .and_then(|o| serde_json::to_value(o).ok())
-            .and_then(|o| images_of(kind, &o).ok())
+            .and_then(|o| images_of(kind, &o.data).ok())
             .unwrap_or_default();
         if !old_uses.is_empty() && !introduces_new_images(&old_uses, &uses) {
             let mut response = AdmissionResponse::from(request);
@@ -139,7 +138,7 @@ pub async fn review(
         }
     }
     let images = distinct_images(&uses);
-    let context = request_context(request, &value, kind);
+    let context = request_context(request, value, kind);
     let verdicts = verifier.verify(&images, &context).await;
     let decision = decide(&verdicts);
     let mut response = AdmissionResponse::from(request);

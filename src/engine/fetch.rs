@@ -100,7 +100,7 @@ impl Fetcher {
         }
     }
 
-    fn count_cache(&self, cache: &str, hit: bool) {
+    fn count_cache(&self, cache: &'static str, hit: bool) {
         if let Some(m) = &self.metrics {
             m.count_cache(cache, hit);
         }

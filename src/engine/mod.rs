@@ -157,15 +157,12 @@ impl Engine {
         let verdict = self.verify_image_inner(image, documents, ctx).await;
         if let Some(m) = &self.metrics {
             let (result, reason) = if verdict.allowed() {
-                ("allowed", "accepted".to_string())
+                ("allowed", "accepted")
             } else {
                 ("rejected", reason_class(&verdict))
             };
             m.image_verifications
-                .get_or_create(&crate::metrics::VerificationLabels {
-                    result: result.into(),
-                    reason,
-                })
+                .get_or_create(&crate::metrics::VerificationLabels { result, reason })
                 .inc();
         }
         verdict
@@ -215,7 +212,7 @@ impl Engine {
         let mut digest = None;
         let mut fetched: Result<Vec<FetchedInstance>, String> = Ok(Vec::new());
         if needs_material {
-            let progress = Progress::new(reference.docker_reference().domain());
+            let progress = Progress::new(&reference);
             let work = self.fetch_all(&reference, ctx, &progress);
             let outcome = match ctx.deadline {
                 Some(d) => tokio::time::timeout_at(tokio::time::Instant::from_std(d), work)
@@ -269,19 +266,15 @@ impl Engine {
         &self,
         reference: &ImageReference,
         ctx: &VerifyContext<'_>,
-        progress: &Progress,
+        progress: &Progress<'_>,
     ) -> Result<(crate::reference::Digest, Vec<FetchedInstance>), String> {
-        progress.set(format!(
-            "registry {} (manifest of {reference})",
-            reference.docker_reference().domain()
-        ));
         let resolved = self
             .fetcher
             .resolve(reference, &self.platforms(), ctx.credentials)
             .await?;
         let mut instances = Vec::with_capacity(resolved.instances.len());
         for instance in resolved.instances {
-            progress.set(format!("signatures of {}", instance.digest));
+            progress.reading_signatures_of(&instance.digest);
             let signatures = self
                 .fetcher
                 .signatures(
@@ -529,7 +522,7 @@ fn instance_verdict(
 }
 
 /// A coarse, bounded label for the metrics of a rejection.
-fn reason_class(v: &ImageVerdict) -> String {
+fn reason_class(v: &ImageVerdict) -> &'static str {
     let reason = v
         .documents
         .iter()
@@ -554,32 +547,46 @@ fn reason_class(v: &ImageVerdict) -> String {
     } else {
         "signature"
     };
-    class.to_string()
+    class
 }
 
 /// What a verification is waiting for, so that a deadline denial can say it.
-struct Progress {
-    what: Mutex<String>,
+/// How far the fetches of one image got, for the deadline message. Only
+/// the stage is recorded on the way (every warm review passes here); the
+/// words are put together if the deadline strikes.
+struct Progress<'a> {
+    reference: &'a ImageReference,
+    /// `None` while the manifest is fetched, then the instance whose
+    /// signatures are being read.
+    signatures_of: Mutex<Option<crate::reference::Digest>>,
     started: Instant,
 }
 
-impl Progress {
-    fn new(host: &str) -> Progress {
+impl<'a> Progress<'a> {
+    fn new(reference: &'a ImageReference) -> Progress<'a> {
         Progress {
-            what: Mutex::new(format!("registry {host}")),
+            reference,
+            signatures_of: Mutex::new(None),
             started: Instant::now(),
         }
     }
 
-    fn set(&self, what: String) {
-        if let Ok(mut w) = self.what.lock() {
-            *w = what;
+    fn reading_signatures_of(&self, digest: &crate::reference::Digest) {
+        if let Ok(mut d) = self.signatures_of.lock() {
+            *d = Some(digest.clone());
         }
     }
 
     fn deadline_message(&self, deadline: Instant) -> String {
         let budget = deadline.saturating_duration_since(self.started);
-        let what = self.what.lock().map(|w| w.clone()).unwrap_or_default();
+        let what = match self.signatures_of.lock().ok().and_then(|d| d.clone()) {
+            Some(digest) => format!("signatures of {digest}"),
+            None => format!(
+                "registry {} (manifest of {})",
+                self.reference.docker_reference().domain(),
+                self.reference
+            ),
+        };
         format!(
             "verification deadline exceeded after {}: no answer in time from {what}",
             humantime::format_duration(Duration::from_millis(budget.as_millis() as u64))

@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionRequest, AdmissionReview};
+use kube::core::admission::{AdmissionRequest, AdmissionReview, Operation};
 
 use crate::admission::review::{Endpoint, review};
 use crate::metrics::AdmissionLabels;
@@ -87,8 +87,8 @@ async fn handle(state: AppState, body: Bytes, endpoint: Endpoint) -> Response {
         .admission_requests
         .get_or_create(&AdmissionLabels {
             kind: request.kind.kind.clone(),
-            operation: format!("{:?}", request.operation).to_uppercase(),
-            decision: summary.decision.to_string(),
+            operation: operation_label(&request.operation),
+            decision: summary.decision,
         })
         .inc();
     tracing::info!(
@@ -105,16 +105,42 @@ async fn handle(state: AppState, body: Bytes, endpoint: Endpoint) -> Response {
         duration_ms = elapsed.as_secs_f64() * 1000.0,
         "admission decision"
     );
-    match serde_json::to_value(response.into_review()) {
-        Ok(mut body) => {
+    // Only a patched response needs the detour through a JSON value (see
+    // base64_patch); every other one is written out directly.
+    let has_patch = response.patch.is_some();
+    let review = response.into_review();
+    let body = if has_patch {
+        serde_json::to_value(review).and_then(|mut body| {
             base64_patch(&mut body);
-            axum::Json(body).into_response()
-        }
+            serde_json::to_vec(&body)
+        })
+    } else {
+        serde_json::to_vec(&review)
+    };
+    match body {
+        Ok(body) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                axum::http::HeaderValue::from_static("application/json"),
+            )],
+            body,
+        )
+            .into_response(),
         Err(e) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("cannot serialise the response: {e}"),
         )
             .into_response(),
+    }
+}
+
+/// The operation as the API server spells it.
+fn operation_label(operation: &Operation) -> &'static str {
+    match operation {
+        Operation::Create => "CREATE",
+        Operation::Update => "UPDATE",
+        Operation::Delete => "DELETE",
+        Operation::Connect => "CONNECT",
     }
 }
 
