@@ -529,7 +529,7 @@ fn reason_class(v: &ImageVerdict) -> &'static str {
         .find(|d| !d.allowed)
         .and_then(|d| d.reason.as_deref())
         .unwrap_or("");
-    let class = if reason.contains("is rejected by policy") {
+    if reason.contains("is rejected by policy") {
         "reject"
     } else if reason.contains("no signature exists") {
         "unsigned"
@@ -546,8 +546,7 @@ fn reason_class(v: &ImageVerdict) -> &'static str {
         "fetch"
     } else {
         "signature"
-    };
-    class
+    }
 }
 
 /// What a verification is waiting for, so that a deadline denial can say it.
