@@ -59,8 +59,12 @@ impl<K: Eq + Hash + Clone, V: Clone> Cache<K, V> {
         }
     }
 
-    /// The live value of `key`, if any.
-    pub fn get(&self, key: &K) -> Option<V> {
+    /// The live value of `key`, if any. `key` may be any borrowed form of
+    /// `K` (a `&str` for a `String` key), so a lookup need not allocate.
+    pub fn get<Q>(&self, key: &Q) -> Option<V>
+    where
+        Q: Hash + quick_cache::Equivalent<K> + ?Sized,
+    {
         if let Slot::Value { value, expires } = self.entries.get(key)?
             && live(expires, Instant::now())
         {
@@ -151,7 +155,10 @@ impl<K: Eq + Hash + Clone, V: Clone> Cache<K, V> {
 
     /// Removes `key` if what it holds is stale, and only then: a fresh value
     /// inserted since it was read stays.
-    fn remove_stale(&self, key: &K, now: Instant) {
+    fn remove_stale<Q>(&self, key: &Q, now: Instant)
+    where
+        Q: Hash + quick_cache::Equivalent<K> + ?Sized,
+    {
         self.entries.remove_if(key, |slot| match slot {
             Slot::Value { expires, .. } => !live(*expires, now),
             Slot::Failed { .. } => true,
@@ -172,9 +179,9 @@ mod tests {
     async fn values_expire_and_are_reloaded() {
         let cache: Cache<String, u32> = Cache::new(10, Some(Duration::from_millis(50)));
         cache.insert("a".into(), 1);
-        assert_eq!(cache.get(&"a".into()), Some(1));
+        assert_eq!(cache.get("a"), Some(1));
         tokio::time::sleep(Duration::from_millis(80)).await;
-        assert_eq!(cache.get(&"a".into()), None);
+        assert_eq!(cache.get("a"), None);
         assert_eq!(
             cache.entry_count(),
             0,

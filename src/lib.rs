@@ -10,7 +10,8 @@
 //! - [`registry`]: digest resolution and manifest fetching, credentials;
 //! - [`engine`]: one image through policy, registry and signatures to a verdict;
 //! - [`cache`]: the bounded, expiring, coalescing cache all of them use;
-//! - [`cli`]: the `imagegate` command line.
+//! - [`cli`]: the `imagegate` command line;
+//! - [`logging`]: text or batched JSON log lines on stderr.
 
 pub mod admission;
 pub mod cache;
@@ -20,6 +21,7 @@ pub mod controller;
 pub mod crd;
 pub mod engine;
 pub mod gofmt;
+pub mod logging;
 pub mod manifest;
 pub mod metrics;
 pub mod policy;

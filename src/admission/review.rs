@@ -48,6 +48,15 @@ pub enum Endpoint {
     Mutate,
 }
 
+impl Endpoint {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::Validate => "validate",
+            Endpoint::Mutate => "mutate",
+        }
+    }
+}
+
 /// Options of the review logic.
 #[derive(Debug, Clone)]
 pub struct ReviewOptions {

@@ -10,7 +10,7 @@
 pub mod fetch;
 pub mod verdict;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use fetch::CacheSettings;
@@ -89,6 +89,11 @@ pub struct Engine {
     /// One copy of each distinct verdict (all the tags of one image
     /// usually share theirs), keyed by a hash of its content.
     interned: Cache<VerdictKey, Arc<InstanceVerdict>>,
+    /// Pod image strings already parsed: parsing (c/image's reference
+    /// grammar, a regex) was a twentieth of a warm review. Bounded well
+    /// below the other caches: a cluster runs far fewer distinct images
+    /// than reviews, and a miss only costs the parse.
+    references: Cache<String, Arc<ImageReference>>,
     metrics: Option<Arc<Metrics>>,
 }
 
@@ -128,6 +133,7 @@ impl Engine {
             accepted: Cache::new(config.caches.max_entries, Some(config.caches.verdict_ttl)),
             rejected: Cache::new(config.caches.max_entries, Some(config.caches.negative_ttl)),
             interned: Cache::new(config.caches.max_entries, Some(config.caches.verdict_ttl)),
+            references: Cache::new(config.caches.max_entries.min(REFERENCE_MEMO_ENTRIES), None),
             metrics,
         })
     }
@@ -145,6 +151,20 @@ impl Engine {
             tracing::info!(platforms = ?platforms.iter().map(|p| p.to_string()).collect::<Vec<_>>(), "verifying list instances for these platforms");
             *p = Arc::new(platforms);
         }
+    }
+
+    /// `ImageReference::from_pod_image`, remembered. Invalid references
+    /// are not remembered (they are rare and their error is worded anew).
+    fn parse_pod_image(
+        &self,
+        image: &str,
+    ) -> Result<Arc<ImageReference>, crate::reference::ReferenceError> {
+        if let Some(parsed) = self.references.get(image) {
+            return Ok(parsed);
+        }
+        let parsed = Arc::new(ImageReference::from_pod_image(image)?);
+        self.references.insert(image.to_string(), parsed.clone());
+        Ok(parsed)
     }
 
     /// Decides one image (as written in a pod) against `documents`.
@@ -174,7 +194,7 @@ impl Engine {
         documents: &[Arc<PolicyDocument>],
         ctx: &VerifyContext<'_>,
     ) -> ImageVerdict {
-        let reference = match ImageReference::from_pod_image(image) {
+        let reference = match self.parse_pod_image(image) {
             Ok(r) => r,
             Err(e) => {
                 // Nothing can pull it; every document rejects it.
@@ -201,28 +221,40 @@ impl Engine {
                     None => Lookup::NoOpinion,
                     Some(m) => {
                         needs_material |= policy::needs_image_material(m.requirements);
-                        Lookup::Scope(matched_scope(&m.scope), m.requirements.to_vec())
+                        Lookup::Scope(matched_scope(&m.scope), m.requirements)
                     }
                 },
             };
             lookups.push(lookup);
         }
 
-        // 2. Only if some document needs signatures: resolve and fetch.
+        // 2. Only if some document needs signatures: resolve. Signatures
+        //    are read later, and only for an instance some document has no
+        //    cached verdict for.
         let mut digest = None;
         let mut fetched: Result<Vec<FetchedInstance>, String> = Ok(Vec::new());
         if needs_material {
-            let progress = Progress::new(&reference);
-            let work = self.fetch_all(&reference, ctx, &progress);
-            let outcome = match ctx.deadline {
-                Some(d) => tokio::time::timeout_at(tokio::time::Instant::from_std(d), work)
-                    .await
-                    .unwrap_or_else(|_| Err(progress.deadline_message(d))),
-                None => work.await,
-            };
-            fetched = outcome.map(|(d, instances)| {
-                digest = Some(d);
-                instances
+            let platforms = self.platforms();
+            let work = self
+                .fetcher
+                .resolve(&reference, &platforms, ctx.credentials);
+            let outcome = within_deadline(ctx.deadline, work, || {
+                format!(
+                    "registry {} (manifest of {reference})",
+                    reference.docker_reference().domain()
+                )
+            })
+            .await;
+            fetched = outcome.map(|resolved| {
+                digest = Some(resolved.digest);
+                resolved
+                    .instances
+                    .into_iter()
+                    .map(|instance| FetchedInstance {
+                        instance,
+                        signatures: tokio::sync::OnceCell::new(),
+                    })
+                    .collect()
             });
         }
 
@@ -247,7 +279,7 @@ impl Engine {
                     instances: vec![],
                 },
                 Lookup::Scope(scope, requirements) => {
-                    self.evaluate_document(doc, scope, &requirements, &reference, &fetched, ctx)
+                    self.evaluate_document(doc, scope, requirements, &reference, &fetched, ctx)
                         .await
                 }
             };
@@ -261,35 +293,24 @@ impl Engine {
         }
     }
 
-    /// Resolves the image and reads every instance's signatures.
-    async fn fetch_all(
+    /// The signatures of one instance, read once per verification (every
+    /// document that needs them shares the read) within the deadline.
+    async fn signatures_of<'f>(
         &self,
         reference: &ImageReference,
+        fetched: &'f FetchedInstance,
         ctx: &VerifyContext<'_>,
-        progress: &Progress<'_>,
-    ) -> Result<(crate::reference::Digest, Vec<FetchedInstance>), String> {
-        let resolved = self
-            .fetcher
-            .resolve(reference, &self.platforms(), ctx.credentials)
-            .await?;
-        let mut instances = Vec::with_capacity(resolved.instances.len());
-        for instance in resolved.instances {
-            progress.reading_signatures_of(&instance.digest);
-            let signatures = self
-                .fetcher
-                .signatures(
-                    reference,
-                    &instance.digest,
-                    ctx.registries_d,
-                    ctx.credentials,
-                )
-                .await;
-            instances.push(FetchedInstance {
-                instance,
-                signatures,
-            });
-        }
-        Ok((resolved.digest, instances))
+    ) -> &'f Result<Signatures, String> {
+        let digest = &fetched.instance.digest;
+        fetched
+            .signatures
+            .get_or_init(|| {
+                let read =
+                    self.fetcher
+                        .signatures(reference, digest, ctx.registries_d, ctx.credentials);
+                within_deadline(ctx.deadline, read, || format!("signatures of {digest}"))
+            })
+            .await
     }
 
     async fn evaluate_document(
@@ -371,8 +392,8 @@ impl Engine {
         if let Some(m) = &self.metrics {
             m.count_cache("verdict", false);
         }
-        let (sources, signatures): (Vec<String>, Result<Vec<_>, String>) = match &fetched.signatures
-        {
+        let read = self.signatures_of(reference, fetched, ctx).await;
+        let (sources, signatures): (Vec<String>, Result<Vec<_>, String>) = match read {
             Ok(list) => (
                 list.iter().map(|(s, _)| s.clone()).collect(),
                 Ok(list.iter().map(|(_, b)| b.clone()).collect()),
@@ -394,7 +415,7 @@ impl Engine {
             verdict,
         );
         // Signature read failures are transient: never cache them.
-        if fetched.signatures.is_ok() {
+        if read.is_ok() {
             let cache = if v.allowed {
                 &self.accepted
             } else {
@@ -428,16 +449,21 @@ fn verdict_key(parts: &[&[u8]]) -> VerdictKey {
     key
 }
 
-/// Whatever is known about one instance once fetched.
+/// Distinct pod image strings whose parsed reference is remembered.
+const REFERENCE_MEMO_ENTRIES: u64 = 10_000;
+
+type Signatures = Arc<Vec<(String, crate::signature::blob::StoredSignature)>>;
+
+/// One resolved instance, and its signatures once some document needs them.
 struct FetchedInstance {
     instance: Instance,
-    signatures: Result<Arc<Vec<(String, crate::signature::blob::StoredSignature)>>, String>,
+    signatures: tokio::sync::OnceCell<Result<Signatures, String>>,
 }
 
-enum Lookup {
+enum Lookup<'a> {
     Broken(String),
     NoOpinion,
-    Scope(MatchedScope, Vec<policy::Requirement>),
+    Scope(MatchedScope, &'a [policy::Requirement]),
 }
 
 fn matched_scope(s: &policy::MatchedScope) -> MatchedScope {
@@ -550,46 +576,28 @@ fn reason_class(v: &ImageVerdict) -> &'static str {
 }
 
 /// What a verification is waiting for, so that a deadline denial can say it.
-/// How far the fetches of one image got, for the deadline message. Only
-/// the stage is recorded on the way (every warm review passes here); the
-/// words are put together if the deadline strikes.
-struct Progress<'a> {
-    reference: &'a ImageReference,
-    /// `None` while the manifest is fetched, then the instance whose
-    /// signatures are being read.
-    signatures_of: Mutex<Option<crate::reference::Digest>>,
-    started: Instant,
-}
-
-impl<'a> Progress<'a> {
-    fn new(reference: &'a ImageReference) -> Progress<'a> {
-        Progress {
-            reference,
-            signatures_of: Mutex::new(None),
-            started: Instant::now(),
+/// Runs registry or lookaside work until `deadline` (DESIGN decision 8);
+/// when it strikes, the error says how long was allowed and `waiting_for`
+/// what (worded only then: every warm review passes here).
+async fn within_deadline<T>(
+    deadline: Option<Instant>,
+    work: impl Future<Output = Result<T, String>>,
+    waiting_for: impl FnOnce() -> String,
+) -> Result<T, String> {
+    let Some(deadline) = deadline else {
+        return work.await;
+    };
+    let started = Instant::now();
+    match tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), work).await {
+        Ok(outcome) => outcome,
+        Err(_) => {
+            let budget = deadline.saturating_duration_since(started);
+            Err(format!(
+                "verification deadline exceeded after {}: no answer in time from {}",
+                humantime::format_duration(Duration::from_millis(budget.as_millis() as u64)),
+                waiting_for()
+            ))
         }
-    }
-
-    fn reading_signatures_of(&self, digest: &crate::reference::Digest) {
-        if let Ok(mut d) = self.signatures_of.lock() {
-            *d = Some(digest.clone());
-        }
-    }
-
-    fn deadline_message(&self, deadline: Instant) -> String {
-        let budget = deadline.saturating_duration_since(self.started);
-        let what = match self.signatures_of.lock().ok().and_then(|d| d.clone()) {
-            Some(digest) => format!("signatures of {digest}"),
-            None => format!(
-                "registry {} (manifest of {})",
-                self.reference.docker_reference().domain(),
-                self.reference
-            ),
-        };
-        format!(
-            "verification deadline exceeded after {}: no answer in time from {what}",
-            humantime::format_duration(Duration::from_millis(budget.as_millis() as u64))
-        )
     }
 }
 

@@ -94,11 +94,12 @@ async fn handle(state: AppState, body: Bytes, endpoint: Endpoint) -> Response {
     tracing::info!(
         target: "imagegate::decision",
         uid = %request.uid,
-        endpoint = ?endpoint,
+        endpoint = endpoint.as_str(),
         namespace = request.namespace.as_deref().unwrap_or(""),
         kind = %request.kind.kind,
         name = %request.name,
-        images = ?summary.images,
+        // Comma-separated: an image reference has no commas.
+        images = %summary.images.join(","),
         decision = summary.decision,
         reason = summary.reason.as_deref().unwrap_or(""),
         dry_run = request.dry_run,
