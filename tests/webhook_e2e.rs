@@ -586,3 +586,56 @@ async fn shutdown_drains_in_flight_reviews() {
         "{answer}"
     );
 }
+
+/// One JSON line per decision with what an auditor needs, written in
+/// batches but never lost: what is buffered goes out when the server stops.
+#[tokio::test]
+async fn decision_log_lines() {
+    let s = setup();
+    let mut w = Webhook::start(&s.h, &[base_policy(&s)], &[]);
+    let allowed = review("Pod", "team", "CREATE", &pod(&[&s.signed]), None);
+    assert_eq!(w.validate(&allowed).await["allowed"], true);
+    let uid = allowed["request"]["uid"].as_str().unwrap().to_string();
+    let line = w
+        .log_line(Duration::from_secs(10), |l| l["uid"] == uid.as_str())
+        .expect("a decision line within the flush interval");
+    assert_eq!(line["message"], "admission decision", "{line}");
+    assert_eq!(line["level"], "INFO", "{line}");
+    assert_eq!(line["namespace"], "team", "{line}");
+    assert_eq!(line["kind"], "Pod", "{line}");
+    assert_eq!(line["name"], "app", "{line}");
+    assert_eq!(line["endpoint"], "validate", "{line}");
+    assert_eq!(line["images"], s.signed.as_str(), "{line}");
+    assert_eq!(line["decision"], "allowed", "{line}");
+    assert_eq!(line["reason"], "", "{line}");
+    assert!(line["duration_ms"].as_f64().unwrap() > 0.0, "{line}");
+
+    // Two images, a denial, and the server stopped right after answering.
+    let denied = review(
+        "Pod",
+        "team",
+        "CREATE",
+        &pod(&[&s.signed, &s.unsigned]),
+        None,
+    );
+    assert_eq!(w.validate(&denied).await["allowed"], false);
+    let uid = denied["request"]["uid"].as_str().unwrap().to_string();
+    assert!(w.terminate(), "imagegate serve exits cleanly on SIGTERM");
+    let line = w
+        .log_line(Duration::ZERO, |l| l["uid"] == uid.as_str())
+        .expect("the buffered decision line is written before exit");
+    assert_eq!(line["decision"], "denied", "{line}");
+    assert_eq!(
+        line["images"],
+        format!("{},{}", s.signed, s.unsigned).as_str(),
+        "{line}"
+    );
+    let reason = line["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with(&format!(
+            "image {} rejected by ClusterImagePolicy/prod",
+            s.unsigned
+        )),
+        "{reason}"
+    );
+}

@@ -7,7 +7,8 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use imagegate::certs::{generate_ca, issue_serving_cert};
 
@@ -22,6 +23,10 @@ pub struct WebhookServer {
     pub policies: PathBuf,
     /// Trusts only the test CA; 30 s timeout.
     pub client: reqwest::Client,
+    /// Every stderr line after the serving line, as it arrives.
+    log: Arc<Mutex<Vec<String>>>,
+    /// The thread reading stderr; ends when the process closes it.
+    log_reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Drop for WebhookServer {
@@ -89,8 +94,15 @@ impl WebhookServer {
                 );
             }
         };
-        // Keep draining the logs so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        // Keep draining the logs (so the child never blocks on a full
+        // pipe), and keep them for the tests that read the decision log.
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = log.clone();
+        let log_reader = std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
         let client = reqwest::Client::builder()
             .tls_certs_only([
                 reqwest::Certificate::from_pem(ca.cert_pem.as_bytes()).expect("CA certificate")
@@ -104,7 +116,47 @@ impl WebhookServer {
             metrics,
             policies,
             client,
+            log,
+            log_reader: Some(log_reader),
         }
+    }
+
+    /// The first log line (a JSON object) for which `wanted` holds, waiting
+    /// up to `patience` for it: the server writes its log in batches.
+    pub fn log_line(
+        &self,
+        patience: Duration,
+        wanted: impl Fn(&serde_json::Value) -> bool,
+    ) -> Option<serde_json::Value> {
+        let until = Instant::now() + patience;
+        loop {
+            let found = self
+                .log
+                .lock()
+                .unwrap()
+                .iter()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .find(|l| wanted(l));
+            if found.is_some() || Instant::now() >= until {
+                return found;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends SIGTERM and waits for the process to end and its stderr to be
+    /// read to the end; returns whether it exited successfully.
+    pub fn terminate(&mut self) -> bool {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(sent.success(), "kill -TERM");
+        let status = self.child.wait().expect("wait for imagegate serve");
+        if let Some(reader) = self.log_reader.take() {
+            reader.join().expect("log reader");
+        }
+        status.success()
     }
 
     /// `https://localhost:PORT<endpoint>` (the certificate's name).
