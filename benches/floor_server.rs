@@ -6,9 +6,7 @@
 //!   rustls and ring, tokio's multi-threaded runtime), doing only the part
 //!   of a review no webhook can skip: parse the AdmissionReview with kube's
 //!   types and answer "allowed". Whatever imagegate costs above this is its
-//!   own (policy lookup, caches, verdict, logging, metrics). It uses
-//!   imagegate's allocator (mimalloc) too, so the allocator is not counted
-//!   as imagegate's gain.
+//!   own (policy lookup, caches, verdict, logging, metrics).
 //! - `registry`: a tiny distribution-v2 registry serving one manifest under
 //!   every tag (and by its digest), so that 100,000 distinct verdicts can
 //!   be cached through the real server without pushing 100,000 tags. It
@@ -92,10 +90,6 @@ enum Command {
         first: usize,
     },
 }
-
-// The same allocator as the imagegate binary (src/main.rs).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();

@@ -3,12 +3,6 @@
 use clap::Parser;
 use imagegate::cli::{Cli, Command};
 
-// mimalloc rather than glibc's malloc: a warm review makes many small,
-// short-lived allocations, and with glibc they were about a sixth of the
-// server's CPU (BENCHMARKS.md, "Webhook").
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     // One TLS provider for every client and server in the process (ring).

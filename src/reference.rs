@@ -415,9 +415,17 @@ pub fn is_valid_tag(tag: &str) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ImageReference {
     named: Named,
+    /// `named` as a string (the policy identity), kept: scope lookup, cache
+    /// keys and verdicts all need it for every review.
+    identity: String,
 }
 
 impl ImageReference {
+    fn new(named: Named) -> ImageReference {
+        let identity = named.to_string();
+        ImageReference { named, identity }
+    }
+
     /// `docker.ParseReference` as Skopeo uses it: a `docker://` prefix is
     /// optional, a name-only reference gets `:latest`, and a reference with
     /// both a tag and a digest is refused.
@@ -427,7 +435,7 @@ impl ImageReference {
         if named.tag.is_some() && named.digest.is_some() {
             return Err(ReferenceError::TagAndDigest);
         }
-        Ok(ImageReference { named })
+        Ok(ImageReference::new(named))
     }
 
     /// The reference CRI-O evaluates for a pod's `image:` string: as
@@ -439,7 +447,7 @@ impl ImageReference {
         if named.digest.is_some() {
             named.tag = None;
         }
-        Ok(ImageReference { named })
+        Ok(ImageReference::new(named))
     }
 
     /// Wraps a named reference that has exactly one of a tag or digest.
@@ -448,7 +456,7 @@ impl ImageReference {
         if named.tag.is_some() && named.digest.is_some() {
             return Err(ReferenceError::TagAndDigest);
         }
-        Ok(ImageReference { named })
+        Ok(ImageReference::new(named))
     }
 
     /// `DockerReference()`: the normalised reference.
@@ -463,7 +471,12 @@ impl ImageReference {
 
     /// `PolicyConfigurationIdentity`: `name:tag` or `name@digest`.
     pub fn policy_configuration_identity(&self) -> String {
-        self.named.to_string()
+        self.identity.clone()
+    }
+
+    /// The same, borrowed (also what `Display` writes).
+    pub fn identity(&self) -> &str {
+        &self.identity
     }
 
     /// `PolicyConfigurationNamespaces` (`DockerReferenceNamespaces`): the
@@ -472,30 +485,65 @@ impl ImageReference {
     pub fn policy_configuration_namespaces(&self) -> Vec<String> {
         docker_reference_namespaces(&self.named)
     }
+
+    /// The first of [`Self::policy_configuration_namespaces`], in order,
+    /// for which `visit` returns something, without building the list.
+    pub fn find_policy_configuration_namespace<T>(
+        &self,
+        visit: impl FnMut(&str) -> Option<T>,
+    ) -> Option<T> {
+        find_docker_reference_namespace(&self.named, visit)
+    }
 }
 
 impl fmt::Display for ImageReference {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.named.fmt(f)
+        f.write_str(&self.identity)
     }
 }
 
 /// `policyconfiguration.DockerReferenceNamespaces`.
 pub fn docker_reference_namespaces(named: &Named) -> Vec<String> {
-    let mut name = named.name();
-    let mut res = vec![name.clone()];
+    let mut res = Vec::new();
+    find_docker_reference_namespace(named, |n| {
+        res.push(n.to_string());
+        None::<()>
+    });
+    res
+}
+
+/// Visits `DockerReferenceNamespaces` most specific first (the repository,
+/// each parent, the host with its port, then `*.` wildcards of the host
+/// without its port) until `visit` returns something.
+fn find_docker_reference_namespace<T>(
+    named: &Named,
+    mut visit: impl FnMut(&str) -> Option<T>,
+) -> Option<T> {
+    let full = named.name();
+    let mut name = full.as_str();
+    if let Some(found) = visit(name) {
+        return Some(found);
+    }
     while let Some(i) = name.rfind('/') {
-        name.truncate(i);
-        res.push(name.clone());
+        name = &name[..i];
+        if let Some(found) = visit(name) {
+            return Some(found);
+        }
     }
     if let Some(i) = name.find(':') {
-        name.truncate(i);
+        name = &name[..i];
     }
+    let mut wildcard = String::with_capacity(name.len() + 2);
     while let Some(i) = name.find('.') {
-        name = name[i + 1..].to_string();
-        res.push(format!("*.{name}"));
+        name = &name[i + 1..];
+        wildcard.clear();
+        wildcard.push_str("*.");
+        wildcard.push_str(name);
+        if let Some(found) = visit(&wildcard) {
+            return Some(found);
+        }
     }
-    res
+    None
 }
 
 #[cfg(test)]

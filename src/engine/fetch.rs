@@ -115,7 +115,14 @@ impl Fetcher {
         let named = image.docker_reference();
         let (cache, key) = match named.digest() {
             Some(d) => (&self.by_digest, format!("{}@{d}", named.name())),
-            None => (&self.by_tag, named.to_string()),
+            None => {
+                // The warm path: a hit needs no owned key.
+                if let Some(hit) = self.by_tag.get(image.identity()) {
+                    self.count_cache("manifest", true);
+                    return Ok(hit);
+                }
+                (&self.by_tag, image.identity().to_string())
+            }
         };
         let mut initialised = false;
         let result = cache

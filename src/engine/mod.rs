@@ -287,7 +287,7 @@ impl Engine {
         }
         ImageVerdict {
             image: image.to_string(),
-            reference: Some(reference.to_string()),
+            reference: Some(reference.identity().to_string()),
             digest: digest.map(|d| d.to_string()),
             documents: verdicts,
         }
@@ -375,11 +375,13 @@ impl Engine {
         fetched: &FetchedInstance,
         ctx: &VerifyContext<'_>,
     ) -> InstanceVerdict {
+        let digest = &fetched.instance.digest;
         let key = verdict_key(&[
             doc.name.as_bytes(),
             &doc.generation.to_le_bytes(),
-            fetched.instance.digest.to_string().as_bytes(),
-            reference.to_string().as_bytes(),
+            digest.algorithm().as_bytes(),
+            digest.encoded().as_bytes(),
+            reference.identity().as_bytes(),
         ]);
         for cache in [&self.accepted, &self.rejected] {
             if let Some(v) = cache.get(&key) {

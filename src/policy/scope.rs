@@ -65,16 +65,21 @@ impl Policy {
     /// and no scope matched: the document has no opinion on this image.
     pub fn requirements_for(&self, image: &ImageReference) -> Option<ScopeMatch<'_>> {
         if let Some(transport) = self.transport(DOCKER_TRANSPORT) {
-            let identity = image.policy_configuration_identity();
-            let keys = std::iter::once(identity).chain(image.policy_configuration_namespaces());
-            for key in keys {
-                if let Some(scope) = transport.scope(&key) {
-                    return Some(ScopeMatch {
-                        transport: DOCKER_TRANSPORT,
-                        scope: MatchedScope::Scope(key),
-                        requirements: &scope.requirements,
-                    });
-                }
+            // The identity, then each namespace, most specific first.
+            let found = transport
+                .scope(image.identity())
+                .map(|scope| (image.identity().to_string(), scope))
+                .or_else(|| {
+                    image.find_policy_configuration_namespace(|key| {
+                        transport.scope(key).map(|scope| (key.to_string(), scope))
+                    })
+                });
+            if let Some((key, scope)) = found {
+                return Some(ScopeMatch {
+                    transport: DOCKER_TRANSPORT,
+                    scope: MatchedScope::Scope(key),
+                    requirements: &scope.requirements,
+                });
             }
             if let Some(scope) = transport.scope("") {
                 return Some(ScopeMatch {

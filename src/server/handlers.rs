@@ -93,13 +93,14 @@ async fn handle(state: AppState, body: Bytes, endpoint: Endpoint) -> Response {
         .inc();
     tracing::info!(
         target: "imagegate::decision",
-        uid = %request.uid,
+        // Strings rather than `%` values: recorded without formatting.
+        uid = request.uid.as_str(),
         endpoint = endpoint.as_str(),
         namespace = request.namespace.as_deref().unwrap_or(""),
-        kind = %request.kind.kind,
-        name = %request.name,
+        kind = request.kind.kind.as_str(),
+        name = request.name.as_str(),
         // Comma-separated: an image reference has no commas.
-        images = %summary.images.join(","),
+        images = summary.images.join(",").as_str(),
         decision = summary.decision,
         reason = summary.reason.as_deref().unwrap_or(""),
         dry_run = request.dry_run,
