@@ -202,6 +202,13 @@ async fn verdicts_are_cached_and_concurrent_requests_share_one_fetch() {
         text.contains("imagegate_cache_requests_total{cache=\"verdict\",result=\"hit\"}"),
         "{text}"
     );
+    // The 50 wake together when the shared signature read ends: one
+    // computes the verdict, the others find it (one per runtime thread at
+    // most could race; this runtime has one).
+    assert!(
+        text.contains("imagegate_cache_requests_total{cache=\"verdict\",result=\"miss\"} 1\n"),
+        "the verdict is computed once, not once per waiting review: {text}"
+    );
 
     // A rejection is remembered only briefly: signing the image is seen soon.
     let unsigned = h.image("cache/unsigned:v1");

@@ -367,6 +367,15 @@ impl Engine {
         }
     }
 
+    /// A remembered verdict for `key` (accepted or rejected), counted as a hit.
+    fn cached_verdict(&self, key: &VerdictKey) -> Option<InstanceVerdict> {
+        let v = self.accepted.get(key).or_else(|| self.rejected.get(key))?;
+        if let Some(m) = &self.metrics {
+            m.count_cache("verdict", true);
+        }
+        Some((*v).clone())
+    }
+
     async fn evaluate_instance(
         &self,
         doc: &PolicyDocument,
@@ -383,18 +392,19 @@ impl Engine {
             digest.encoded().as_bytes(),
             reference.identity().as_bytes(),
         ]);
-        for cache in [&self.accepted, &self.rejected] {
-            if let Some(v) = cache.get(&key) {
-                if let Some(m) = &self.metrics {
-                    m.count_cache("verdict", true);
-                }
-                return (*v).clone();
-            }
+        if let Some(v) = self.cached_verdict(&key) {
+            return v;
+        }
+        let read = self.signatures_of(reference, fetched, ctx).await;
+        // Concurrent reviews of a new image all wait for the same signature
+        // read and wake together: the first to get here computes the
+        // verdict, the others find it.
+        if let Some(v) = self.cached_verdict(&key) {
+            return v;
         }
         if let Some(m) = &self.metrics {
             m.count_cache("verdict", false);
         }
-        let read = self.signatures_of(reference, fetched, ctx).await;
         let (sources, signatures): (Vec<String>, Result<Vec<_>, String>) = match read {
             Ok(list) => (
                 list.iter().map(|(s, _)| s.clone()).collect(),
