@@ -5,7 +5,9 @@
 //! first, and only if one of them needs signatures is the registry or a
 //! lookaside contacted. Each document is then evaluated on its own with
 //! c/image's semantics against every instance a node could pull; the image
-//! is allowed when every document accepts (decision 3).
+//! is allowed when every document accepts (decision 3). An instance's
+//! signatures are read only when some document has no cached verdict for
+//! it: a warm review resolves the tag and reads no signature list.
 
 pub mod fetch;
 pub mod verdict;
