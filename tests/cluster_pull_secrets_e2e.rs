@@ -212,12 +212,7 @@ async fn pod_service_account_and_own_pull_secrets_reach_a_private_registry() {
     // with that reason (never admitted unverified).
     let verdict = &open.verify(&image, &pod(&[], None)).await[0];
     assert!(!verdict.allowed(), "{verdict:?}");
-    let reason = verdict
-        .rejection_messages()
-        .into_iter()
-        .map(|(_, m)| m)
-        .collect::<Vec<_>>()
-        .join("; ");
+    let reason = denial_reason(verdict);
     assert!(reason.contains("ClusterImagePolicy/private"), "{reason}");
     assert!(
         reason.to_lowercase().contains("unauthorized") || reason.contains("401"),
@@ -300,12 +295,7 @@ async fn pull_secrets_buy_bearer_tokens_from_a_token_server() {
     let open = verifier(&s, &[]).await;
     let verdict = &open.verify(&image, &pod(&[], None)).await[0];
     assert!(!verdict.allowed(), "{verdict:?}");
-    let reason = verdict
-        .rejection_messages()
-        .into_iter()
-        .map(|(_, m)| m)
-        .collect::<Vec<_>>()
-        .join("; ");
+    let reason = denial_reason(verdict);
     assert!(reason.contains("ClusterImagePolicy/private"), "{reason}");
 
     let with_pod_secret = verifier(&s, &[]).await;
@@ -326,4 +316,14 @@ async fn pull_secrets_buy_bearer_tokens_from_a_token_server() {
     for c in [open, with_pod_secret] {
         c.shutdown().await;
     }
+}
+
+/// Every rejection message of `verdict`, joined.
+fn denial_reason(verdict: &imagegate::engine::ImageVerdict) -> String {
+    verdict
+        .rejection_messages()
+        .into_iter()
+        .map(|(_, m)| m)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
