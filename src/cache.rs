@@ -83,15 +83,17 @@ impl<K: Eq + Hash + Clone, V: Clone> Cache<K, V> {
     /// expired. Concurrent calls for one key run one `init`; the others wait
     /// for its value or its error. An error is not cached: the next call
     /// after it loads again. If the loading caller is cancelled (its
-    /// deadline passed), a waiting caller loads in its place.
-    pub async fn try_get_with<E, F>(&self, key: K, init: F) -> Result<V, Arc<E>>
+    /// deadline passed), a waiting caller loads in its place. `key` may be
+    /// borrowed (a `&str` for a `String` key): it is copied only to load.
+    pub async fn try_get_with<Q, E, F>(&self, key: &Q, init: F) -> Result<V, Arc<E>>
     where
+        Q: Hash + quick_cache::Equivalent<K> + ToOwned<Owned = K> + ?Sized,
         E: Send + Sync + 'static,
         F: Future<Output = Result<V, E>>,
     {
         let asked = Instant::now();
         let guard = loop {
-            match self.entries.get_value_or_guard_async(&key).await {
+            match self.entries.get_value_or_guard_async(key).await {
                 Err(guard) => break guard,
                 Ok(Slot::Value { value, expires }) if live(expires, Instant::now()) => {
                     return Ok(value);
@@ -101,9 +103,9 @@ impl<K: Eq + Hash + Clone, V: Clone> Cache<K, V> {
                     if let Ok(error) = error.downcast::<E>() {
                         return Err(error);
                     }
-                    self.remove_stale(&key, Instant::now());
+                    self.remove_stale(key, Instant::now());
                 }
-                Ok(_) => self.remove_stale(&key, Instant::now()),
+                Ok(_) => self.remove_stale(key, Instant::now()),
             }
         };
         match init.await {
@@ -125,7 +127,10 @@ impl<K: Eq + Hash + Clone, V: Clone> Cache<K, V> {
 
     /// The value of `key`, inserting `init`'s if absent (one `init` for
     /// concurrent callers).
-    pub async fn get_with(&self, key: K, init: impl Future<Output = V>) -> V {
+    pub async fn get_with<Q>(&self, key: &Q, init: impl Future<Output = V>) -> V
+    where
+        Q: Hash + quick_cache::Equivalent<K> + ToOwned<Owned = K> + ?Sized,
+    {
         match self
             .try_get_with(key, async { Ok::<V, std::convert::Infallible>(init.await) })
             .await
@@ -187,9 +192,7 @@ mod tests {
             0,
             "the expired entry is removed on lookup"
         );
-        let v = cache
-            .try_get_with("a".into(), async { Ok::<_, String>(2) })
-            .await;
+        let v = cache.try_get_with("a", async { Ok::<_, String>(2) }).await;
         assert_eq!(v, Ok(2));
     }
 
@@ -217,7 +220,7 @@ mod tests {
             let (cache, runs) = (cache.clone(), runs.clone());
             tasks.push(tokio::spawn(async move {
                 cache
-                    .try_get_with(7, async {
+                    .try_get_with(&7, async {
                         runs.fetch_add(1, Ordering::SeqCst);
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         Ok::<_, String>(42)
@@ -240,7 +243,7 @@ mod tests {
             let (cache, runs) = (cache.clone(), runs.clone());
             tasks.push(tokio::spawn(async move {
                 cache
-                    .try_get_with(7, async {
+                    .try_get_with(&7, async {
                         runs.fetch_add(1, Ordering::SeqCst);
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         Err::<u32, _>("registry down".to_string())
@@ -254,7 +257,7 @@ mod tests {
         assert_eq!(runs.load(Ordering::SeqCst), 1, "one load for all waiters");
         // The failure is not cached: a later call loads again.
         assert_eq!(cache.get(&7), None);
-        let v = cache.try_get_with(7, async { Ok::<_, String>(1) }).await;
+        let v = cache.try_get_with(&7, async { Ok::<_, String>(1) }).await;
         assert_eq!(v, Ok(1));
         assert_eq!(runs.load(Ordering::SeqCst), 1);
     }
@@ -267,7 +270,7 @@ mod tests {
             tokio::spawn(async move {
                 tokio::time::timeout(
                     Duration::from_millis(30),
-                    cache.try_get_with(1, async {
+                    cache.try_get_with(&1, async {
                         tokio::time::sleep(Duration::from_secs(60)).await;
                         Ok::<_, String>(0)
                     }),
@@ -276,7 +279,7 @@ mod tests {
             })
         };
         tokio::time::sleep(Duration::from_millis(10)).await;
-        let waiter = cache.try_get_with(1, async { Ok::<_, String>(9) }).await;
+        let waiter = cache.try_get_with(&1, async { Ok::<_, String>(9) }).await;
         assert!(slow.await.unwrap().is_err(), "the first caller timed out");
         assert_eq!(waiter, Ok(9));
         assert_eq!(cache.get(&1), Some(9));
@@ -285,7 +288,7 @@ mod tests {
     #[tokio::test]
     async fn zero_capacity_caches_nothing_but_still_loads() {
         let cache: Cache<u32, u32> = Cache::new(0, None);
-        let v = cache.try_get_with(1, async { Ok::<_, String>(3) }).await;
+        let v = cache.try_get_with(&1, async { Ok::<_, String>(3) }).await;
         assert_eq!(v, Ok(3));
         cache.insert(2, 2);
         assert!(cache.entry_count() <= 1);
@@ -294,8 +297,12 @@ mod tests {
     #[tokio::test]
     async fn get_with_and_invalidate_all() {
         let cache: Cache<u32, Arc<String>> = Cache::new(10, None);
-        let a = cache.get_with(1, async { Arc::new("x".to_string()) }).await;
-        let b = cache.get_with(1, async { Arc::new("y".to_string()) }).await;
+        let a = cache
+            .get_with(&1, async { Arc::new("x".to_string()) })
+            .await;
+        let b = cache
+            .get_with(&1, async { Arc::new("y".to_string()) })
+            .await;
         assert!(Arc::ptr_eq(&a, &b));
         cache.invalidate_all();
         assert_eq!(cache.get(&1), None);

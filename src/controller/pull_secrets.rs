@@ -610,7 +610,7 @@ impl PullSecretResolver {
             let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
             let fetched = self
                 .secrets
-                .try_get_with(key, async move {
+                .try_get_with(&key, async move {
                     match api.get_opt(name).await {
                         Ok(s) => Ok(s.map(Arc::new)),
                         Err(e) => Err(e),
@@ -635,7 +635,7 @@ impl PullSecretResolver {
         let api: Api<ServiceAccount> = Api::namespaced(self.client.clone(), namespace);
         let fetched = self
             .service_accounts
-            .try_get_with(key, async move {
+            .try_get_with(&key, async move {
                 let sa = api.get_opt(name).await?;
                 Ok::<_, kube::Error>(Arc::new(
                     sa.and_then(|sa| sa.image_pull_secrets)

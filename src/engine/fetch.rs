@@ -113,16 +113,13 @@ impl Fetcher {
         credentials: &dyn CredentialSource,
     ) -> Result<Arc<FetchedManifest>, String> {
         let named = image.docker_reference();
+        let by_digest_key;
         let (cache, key) = match named.digest() {
-            Some(d) => (&self.by_digest, format!("{}@{d}", named.name())),
-            None => {
-                // The warm path: a hit needs no owned key.
-                if let Some(hit) = self.by_tag.get(image.identity()) {
-                    self.count_cache("manifest", true);
-                    return Ok(hit);
-                }
-                (&self.by_tag, image.identity().to_string())
+            Some(d) => {
+                by_digest_key = format!("{}@{d}", named.name());
+                (&self.by_digest, by_digest_key.as_str())
             }
+            None => (&self.by_tag, image.identity()),
         };
         let mut initialised = false;
         let result = cache
@@ -174,7 +171,7 @@ impl Fetcher {
         let mut initialised = false;
         let result = self
             .by_digest
-            .try_get_with(key, async {
+            .try_get_with(&key, async {
                 initialised = true;
                 let fetched = self
                     .registry
@@ -265,7 +262,7 @@ impl Fetcher {
         let mut initialised = false;
         let result = self
             .signatures
-            .try_get_with(key, async {
+            .try_get_with(&key, async {
                 initialised = true;
                 match &base {
                     Some(base) => self.read_lookaside(base, digest).await,

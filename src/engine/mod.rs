@@ -438,7 +438,7 @@ impl Engine {
             let content = verdict_key(&[serde_json::to_string(&v).unwrap_or_default().as_bytes()]);
             let shared = self
                 .interned
-                .get_with(content, async { Arc::new(v.clone()) })
+                .get_with(&content, async { Arc::new(v.clone()) })
                 .await;
             cache.insert(key, shared);
         }

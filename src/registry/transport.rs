@@ -133,7 +133,7 @@ impl Transport {
         host: &str,
     ) -> Result<Arc<RegistryProperties>, RegistryError> {
         self.pings
-            .try_get_with(host.to_string(), self.ping(host))
+            .try_get_with(host, self.ping(host))
             .await
             .map_err(|e| (*e).clone())
     }
