@@ -211,25 +211,41 @@ mod tests {
         assert_eq!(cache.get(&5000), Some(1));
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_loads_share_one_init_and_its_value() {
-        let cache: Arc<Cache<u32, u32>> = Arc::new(Cache::new(10, Some(Duration::from_secs(60))));
+    type Outcomes = Vec<Result<u32, Arc<String>>>;
+
+    /// 50 concurrent `try_get_with` of key 7, each loader taking 50 ms to
+    /// give `outcome`: what each caller got, and the count of loaders run.
+    async fn fifty_concurrent_loads(
+        cache: &Arc<Cache<u32, u32>>,
+        outcome: Result<u32, String>,
+    ) -> (Outcomes, Arc<AtomicUsize>) {
         let runs = Arc::new(AtomicUsize::new(0));
         let mut tasks = Vec::new();
         for _ in 0..50 {
-            let (cache, runs) = (cache.clone(), runs.clone());
+            let (cache, runs, outcome) = (cache.clone(), runs.clone(), outcome.clone());
             tasks.push(tokio::spawn(async move {
                 cache
                     .try_get_with(&7, async {
                         runs.fetch_add(1, Ordering::SeqCst);
                         tokio::time::sleep(Duration::from_millis(50)).await;
-                        Ok::<_, String>(42)
+                        outcome
                     })
                     .await
             }));
         }
+        let mut got = Vec::new();
         for t in tasks {
-            assert_eq!(t.await.unwrap(), Ok(42));
+            got.push(t.await.unwrap());
+        }
+        (got, runs)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_loads_share_one_init_and_its_value() {
+        let cache: Arc<Cache<u32, u32>> = Arc::new(Cache::new(10, Some(Duration::from_secs(60))));
+        let (got, runs) = fifty_concurrent_loads(&cache, Ok(42)).await;
+        for g in got {
+            assert_eq!(g, Ok(42));
         }
         assert_eq!(runs.load(Ordering::SeqCst), 1);
     }
@@ -237,22 +253,9 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn waiters_share_a_failure_and_later_callers_retry() {
         let cache: Arc<Cache<u32, u32>> = Arc::new(Cache::new(10, Some(Duration::from_secs(60))));
-        let runs = Arc::new(AtomicUsize::new(0));
-        let mut tasks = Vec::new();
-        for _ in 0..50 {
-            let (cache, runs) = (cache.clone(), runs.clone());
-            tasks.push(tokio::spawn(async move {
-                cache
-                    .try_get_with(&7, async {
-                        runs.fetch_add(1, Ordering::SeqCst);
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        Err::<u32, _>("registry down".to_string())
-                    })
-                    .await
-            }));
-        }
-        for t in tasks {
-            assert_eq!(t.await.unwrap().unwrap_err().as_str(), "registry down");
+        let (got, runs) = fifty_concurrent_loads(&cache, Err("registry down".into())).await;
+        for g in got {
+            assert_eq!(g.unwrap_err().as_str(), "registry down");
         }
         assert_eq!(runs.load(Ordering::SeqCst), 1, "one load for all waiters");
         // The failure is not cached: a later call loads again.
