@@ -24,7 +24,7 @@ use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
 };
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{ObjectMeta, PostParams};
+use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client, Resource};
 use rcgen::{KeyPair, PublicKeyData};
 use x509_parser::certificate::X509Certificate;
@@ -503,8 +503,11 @@ impl CertManager {
                         Assessment::Valid => unreachable!("handled above"),
                     };
                     let material = self.issue(existing.as_ref(), &assessment)?;
+                    // A Secret's type is immutable: one the chart created
+                    // empty is `Opaque` (a `kubernetes.io/tls` Secret must
+                    // hold a key pair from the start) and stays so; the
+                    // keys are the same either way.
                     let mut updated = secret.clone();
-                    updated.type_ = Some(SECRET_TYPE_TLS.into());
                     let mut data = updated.data.take().unwrap_or_default();
                     data.extend(material.to_secret_data());
                     updated.data = Some(data);
@@ -574,7 +577,7 @@ impl CertManager {
     }
 
     /// Sets `caBundle` of every webhook in configuration `name` to
-    /// `bundle`, with a resourceVersion-guarded update, retried on conflict.
+    /// `bundle`, with a resourceVersion-guarded patch, retried on conflict.
     pub async fn patch_ca_bundle<K: WebhookConfiguration>(
         &self,
         name: &str,
@@ -589,7 +592,19 @@ impl CertManager {
             if !obj.set_ca_bundle(bundle) {
                 return Ok(BundleAction::Unchanged);
             }
-            match api.replace(name, &PostParams::default(), &obj).await {
+            // A merge patch (the `patch` verb, all the chart's RBAC grants)
+            // of the webhooks, guarded by the resourceVersion just read: a
+            // concurrent change answers 409 and is read again.
+            let value = serde_json::to_value(&obj)
+                .map_err(|e| ControllerError::Certificate(format!("serialising {name}: {e}")))?;
+            let patch = serde_json::json!({
+                "metadata": {"resourceVersion": obj.meta().resource_version},
+                "webhooks": value.get("webhooks"),
+            });
+            match api
+                .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
                 Ok(_) => {
                     tracing::info!(configuration = %name, kind = %K::kind(&()), "patched caBundle");
                     return Ok(BundleAction::Patched);
