@@ -321,6 +321,7 @@ cmd_env() {
 
 cmd_restart() {
   load_config
+  ensure_e2e_binaries "$BIN"
   case ${1:-} in
     etcd) stop_daemon "$PIDS" etcd; start_etcd ;;
     kube-apiserver) stop_daemon "$PIDS" kube-apiserver; start_apiserver ;;

@@ -51,6 +51,10 @@ pub struct Metrics {
     pub cache_requests: Family<CacheLabels, Counter>,
     /// 1 for each policy document whose latest version failed to load.
     pub policy_load_errors: Family<DocumentLabels, Gauge>,
+    /// The `metadata.generation` of each policy document this replica
+    /// serves: after a change, every replica shows the new generation once
+    /// it decides with it (what an operator, and the tests, wait for).
+    pub policy_generation: Family<DocumentLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -106,6 +110,12 @@ impl Metrics {
             "1 when the latest version of a policy document failed to load (its last good version is served)",
             policy_load_errors.clone(),
         );
+        let policy_generation = Family::<DocumentLabels, Gauge>::default();
+        registry.register(
+            "policy_generation",
+            "metadata.generation of each policy document this replica decides with",
+            policy_generation.clone(),
+        );
         Metrics {
             registry,
             admission_requests,
@@ -115,6 +125,7 @@ impl Metrics {
             lookaside_requests,
             cache_requests,
             policy_load_errors,
+            policy_generation,
         }
     }
 

@@ -189,7 +189,7 @@ async fn allows_signed_and_denies_unsigned_in_every_kind_and_field() {
         .validate(&review("Pod", "team", "CREATE", &pod(&[&s.signed]), None))
         .await;
     assert_eq!(r["allowed"], true, "{r}");
-    assert_eq!(r["auditAnnotations"]["imagegate.dev/decision"], "allowed");
+    assert_eq!(r["auditAnnotations"]["decision"], "allowed");
 
     let r = w
         .validate(&review(
@@ -301,7 +301,7 @@ async fn updates_subresources_and_pinning() {
         .validate(&review("Pod", "team", "UPDATE", &new, Some(&old)))
         .await;
     assert_eq!(r["allowed"], true);
-    assert_eq!(r["auditAnnotations"]["imagegate.dev/decision"], "unchanged");
+    assert_eq!(r["auditAnnotations"]["decision"], "unchanged");
     // Adding an ephemeral debug container through pods/ephemeralcontainers.
     let mut debug = old.clone();
     debug["spec"]["ephemeralContainers"] = json!([{"name": "debug", "image": s.unsigned}]);
@@ -439,7 +439,7 @@ async fn modes_and_composition() {
         .await;
     assert_eq!(r["allowed"], true);
     assert!(r.get("warnings").is_none());
-    assert_eq!(r["auditAnnotations"]["imagegate.dev/decision"], "audited");
+    assert_eq!(r["auditAnnotations"]["decision"], "audited");
     // A namespace can tighten what the cluster enforces...
     let r = w
         .validate(&review("Pod", "tight", "CREATE", &pod(&[&s.signed]), None))

@@ -177,10 +177,7 @@ async fn answers_reviews_over_verified_https() {
         "image registry.example.com/team/unsigned:v1 rejected by ClusterImagePolicy/prod (default): \
          A signature was required, but no signature exists"
     );
-    assert_eq!(
-        body["response"]["auditAnnotations"]["imagegate.dev/decision"],
-        "denied"
-    );
+    assert_eq!(body["response"]["auditAnnotations"]["decision"], "denied");
 
     assert_eq!(
         client.get(f.url("/healthz")).send().await.unwrap().status(),

@@ -7,8 +7,11 @@ use serde::Serialize;
 
 use crate::engine::{ImageVerdict, Mode};
 
-/// Prefix of every audit annotation imagegate writes.
-pub const ANNOTATION_PREFIX: &str = "imagegate.dev/";
+/// The audit annotation keys imagegate writes. kube-apiserver prefixes
+/// each with the webhook's name (`validate.imagegate.dev/decision`) and
+/// refuses keys that already have a prefix, so these are bare names.
+pub const ANNOTATION_DECISION: &str = "decision";
+pub const ANNOTATION_VERDICTS: &str = "verdicts";
 
 /// What the webhook answers, before it is put into an AdmissionResponse.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -22,7 +25,7 @@ pub struct Decision {
     pub audit_annotations: BTreeMap<String, String>,
 }
 
-/// One line of the `imagegate.dev/verdicts` annotation.
+/// One line of the `verdicts` audit annotation.
 #[derive(Serialize)]
 struct AnnotatedVerdict<'a> {
     image: &'a str,
@@ -76,10 +79,10 @@ pub fn decide(verdicts: &[ImageVerdict]) -> Decision {
     } else {
         "allowed"
     };
-    audit_annotations.insert(format!("{ANNOTATION_PREFIX}decision"), outcome.to_string());
+    audit_annotations.insert(ANNOTATION_DECISION.to_string(), outcome.to_string());
     if !annotated.is_empty() {
         audit_annotations.insert(
-            format!("{ANNOTATION_PREFIX}verdicts"),
+            ANNOTATION_VERDICTS.to_string(),
             serde_json::to_string(&annotated).unwrap_or_default(),
         );
     }
@@ -131,7 +134,7 @@ mod tests {
                  (scope registry.example.com/team): A signature was required, but no signature exists"
             )
         );
-        assert_eq!(d.audit_annotations["imagegate.dev/decision"], "denied");
+        assert_eq!(d.audit_annotations["decision"], "denied");
     }
 
     #[test]
@@ -143,7 +146,7 @@ mod tests {
         )])]);
         assert!(d.allowed);
         assert_eq!(d.warnings.len(), 1);
-        assert_eq!(d.audit_annotations["imagegate.dev/decision"], "warned");
+        assert_eq!(d.audit_annotations["decision"], "warned");
         let d = decide(&[image(vec![doc(
             "ClusterImagePolicy/audit",
             Mode::Audit,
@@ -151,8 +154,8 @@ mod tests {
         )])]);
         assert!(d.allowed);
         assert!(d.warnings.is_empty());
-        assert_eq!(d.audit_annotations["imagegate.dev/decision"], "audited");
-        assert!(d.audit_annotations["imagegate.dev/verdicts"].contains("\"allowed\":false"));
+        assert_eq!(d.audit_annotations["decision"], "audited");
+        assert!(d.audit_annotations["verdicts"].contains("\"allowed\":false"));
     }
 
     #[test]
@@ -169,6 +172,6 @@ mod tests {
             true,
         )])]);
         assert!(d.allowed);
-        assert_eq!(d.audit_annotations["imagegate.dev/decision"], "allowed");
+        assert_eq!(d.audit_annotations["decision"], "allowed");
     }
 }

@@ -9,7 +9,7 @@ use std::pin::Pin;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
 
-use crate::admission::decision::{ANNOTATION_PREFIX, decide};
+use crate::admission::decision::{ANNOTATION_DECISION, decide};
 use crate::admission::images::{distinct_images, images_of, introduces_new_images};
 use crate::admission::pinning::pinning_patch;
 use crate::engine::ImageVerdict;
@@ -93,7 +93,7 @@ pub async fn review(
         let mut response = AdmissionResponse::from(request);
         response
             .audit_annotations
-            .insert(format!("{ANNOTATION_PREFIX}decision"), why.to_string());
+            .insert(ANNOTATION_DECISION.to_string(), why.to_string());
         (
             response,
             ReviewSummary {
@@ -135,7 +135,7 @@ pub async fn review(
             let mut response = AdmissionResponse::from(request);
             response
                 .audit_annotations
-                .insert(format!("{ANNOTATION_PREFIX}decision"), "unchanged".into());
+                .insert(ANNOTATION_DECISION.to_string(), "unchanged".into());
             return (
                 response,
                 ReviewSummary {
@@ -158,7 +158,7 @@ pub async fn review(
         .collect::<HashMap<_, _>>();
     let outcome = decision
         .audit_annotations
-        .get(&format!("{ANNOTATION_PREFIX}decision"))
+        .get(ANNOTATION_DECISION)
         .map(String::as_str)
         .unwrap_or("allowed");
     let summary_decision = match outcome {

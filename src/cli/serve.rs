@@ -59,6 +59,19 @@ pub struct ServeArgs {
     /// Where self-managed certificate files are written for the server.
     #[arg(long, env = "IMAGEGATE_CERT_DIR", default_value = "/tmp/imagegate-tls")]
     pub cert_dir: PathBuf,
+    /// Self-managed certificates: lifetime of the serving certificate.
+    #[arg(long, env = "IMAGEGATE_CERT_VALIDITY", default_value = "365d", value_parser = humantime::parse_duration)]
+    pub cert_validity: Duration,
+    /// Self-managed certificates: lifetime of the CA.
+    #[arg(long, env = "IMAGEGATE_CA_VALIDITY", default_value = "3650d", value_parser = humantime::parse_duration)]
+    pub ca_validity: Duration,
+    /// Self-managed certificates: a certificate (or CA) expiring within this
+    /// is replaced; the old CA stays in caBundle until it expires.
+    #[arg(long, env = "IMAGEGATE_CERT_RENEW_BEFORE", default_value = "30d", value_parser = humantime::parse_duration)]
+    pub cert_renew_before: Duration,
+    /// Self-managed certificates: how often the leader checks them.
+    #[arg(long, env = "IMAGEGATE_CERT_CHECK_INTERVAL", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub cert_check_interval: Duration,
     /// The coordination.k8s.io Lease used for leader election.
     #[arg(
         long,
@@ -198,9 +211,24 @@ pub async fn serve(a: ServeArgs) -> Result<u8, Error> {
             }
             let tls = match &a.cert_secret {
                 Some(secret) => {
+                    if a.cert_renew_before >= a.cert_validity.min(a.ca_validity) {
+                        return Err(Error::Config(format!(
+                            "--cert-renew-before ({}) must be shorter than --cert-validity ({}) and --ca-validity ({}), or certificates would be replaced without end",
+                            humantime::format_duration(a.cert_renew_before),
+                            humantime::format_duration(a.cert_validity),
+                            humantime::format_duration(a.ca_validity)
+                        )));
+                    }
                     let mut certs = CertConfig::new(secret, &a.service_name, &a.cert_dir);
                     certs.validating_webhook = Some(a.webhook_name.clone());
                     certs.mutating_webhook = Some(a.webhook_name.clone());
+                    certs.cert_validity = a.cert_validity;
+                    certs.ca_validity = a.ca_validity;
+                    certs.renew_before = a.cert_renew_before;
+                    certs.check_interval = a.cert_check_interval;
+                    // Followers pick up a rotation within a sync interval;
+                    // never slower than the leader rotates.
+                    certs.sync_interval = certs.sync_interval.min(a.cert_check_interval);
                     config.certs = Some(certs);
                     TlsFiles {
                         cert: a.cert_dir.join(crate::controller::certs::KEY_TLS_CRT),

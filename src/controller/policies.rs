@@ -253,6 +253,8 @@ pub fn spawn_policy_sets(
     let (tx, rx) = watch::channel(Arc::new(PolicySet::default()));
     tokio::spawn(async move {
         let mut last_good = HashMap::new();
+        // The generation served per document (the last that loaded).
+        let mut served: HashMap<String, i64> = HashMap::new();
         loop {
             let snapshot = snapshots.borrow_and_update().clone();
             if !snapshot.platforms.is_empty() {
@@ -275,21 +277,41 @@ pub fn spawn_policy_sets(
                 current.push(loaded);
             }
             let set = PolicySet::build(&current, &mut last_good);
+            served.retain(|id, _| snapshot.documents.iter().any(|d| id_of(d) == *id));
+            for doc in &snapshot.documents {
+                let id = id_of(doc);
+                if !set.errors.iter().any(|(e, _)| *e == id)
+                    && let Some(g) = doc.generation
+                {
+                    served.insert(id, g);
+                }
+            }
+            for (id, e) in &set.errors {
+                tracing::warn!(document = %id, error = %e, "policy document version refused; last valid version served");
+            }
+            let errors = set.errors.clone();
+            if tx.send(Arc::new(set)).is_err() {
+                return;
+            }
+            // After the send: a replica shows a generation once it decides
+            // with it.
             if let Some(m) = &metrics {
+                m.policy_generation.clear();
+                for (id, g) in &served {
+                    m.policy_generation
+                        .get_or_create(&crate::metrics::DocumentLabels {
+                            document: id.clone(),
+                        })
+                        .set(*g);
+                }
                 m.policy_load_errors.clear();
-                for (id, _) in &set.errors {
+                for (id, _) in &errors {
                     m.policy_load_errors
                         .get_or_create(&crate::metrics::DocumentLabels {
                             document: id.clone(),
                         })
                         .set(1);
                 }
-            }
-            for (id, e) in &set.errors {
-                tracing::warn!(document = %id, error = %e, "policy document version refused; last valid version served");
-            }
-            if tx.send(Arc::new(set)).is_err() {
-                return;
             }
             if snapshot.synced {
                 ready.store(true, std::sync::atomic::Ordering::Release);

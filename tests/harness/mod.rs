@@ -33,6 +33,7 @@
 // re-exports).
 #![allow(dead_code, unused_imports)]
 
+pub mod cluster;
 pub mod faults;
 pub mod keys;
 pub mod lookaside;

@@ -112,8 +112,24 @@ func registerNodes(ctx context.Context, client kubernetes.Interface, nodes []nod
 				KernelVersion:           "e2e",
 			},
 		}
-		if _, err := client.CoreV1().Nodes().UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
+		updated, err := client.CoreV1().Nodes().UpdateStatus(ctx, created, metav1.UpdateOptions{})
+		if err != nil {
 			return fmt.Errorf("node %s status: %w", n.name, err)
+		}
+		// The TaintNodesByCondition admission plugin taints a new node
+		// not-ready; the node lifecycle controller (not run here) lifts the
+		// taint once the node reports Ready. Lift it as it would.
+		var taints []corev1.Taint
+		for _, t := range updated.Spec.Taints {
+			if t.Key != corev1.TaintNodeNotReady {
+				taints = append(taints, t)
+			}
+		}
+		if len(taints) != len(updated.Spec.Taints) {
+			updated.Spec.Taints = taints
+			if _, err := client.CoreV1().Nodes().Update(ctx, updated, metav1.UpdateOptions{}); err != nil {
+				return fmt.Errorf("node %s taints: %w", n.name, err)
+			}
 		}
 	}
 	return nil

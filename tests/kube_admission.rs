@@ -1,0 +1,554 @@
+//! imagegate in a real cluster, as its users meet it: kube-apiserver v1.37
+//! (scripts/cluster.sh) calls imagegate through the chart's Service, and
+//! the tests type what people type (`kubectl apply`, `kubectl debug`,
+//! `kubectl apply --dry-run=server`) and check what they see: kubectl's
+//! exit code and its stderr, the stored object, Events, status, the audit
+//! log. Images come from a real `docker-registry` with signatures made by
+//! gpg and skopeo on a real lookaside server (the harness).
+//!
+//! Every test shares one control plane with imagegate installed
+//! (`harness::cluster::shared`) and keeps to its own namespaces and its own
+//! registry (a ClusterImagePolicy scoped to that registry).
+
+mod harness;
+
+use harness::cluster::{Cluster, shared, wait_for};
+use harness::{Harness, keys};
+use serde_json::{Value, json};
+
+/// Base64 of a file, for `keyData`.
+fn key_data(path: &std::path::Path) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(std::fs::read(path).expect("key file"))
+}
+
+/// A ClusterImagePolicy for this test's registry: everything under `scope`
+/// (a repository namespace of `h`'s registry) must be signed by the test
+/// signer; signatures come from `h`'s lookaside.
+fn cluster_policy(h: &Harness, name: &str, mode: &str, scope: &str) -> Value {
+    json!({
+        "apiVersion": "imagegate.dev/v1alpha1",
+        "kind": "ClusterImagePolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "mode": mode,
+            "policy": {"transports": {"docker": {h.image(scope): [{
+                "type": "signedBy", "keyType": "GPGKeys",
+                "keyData": key_data(&keys().signer.public_armored),
+            }]}}},
+            "lookaside": {"docker": {h.registry(): {"lookaside": h.lookaside_url()}}},
+        }
+    })
+}
+
+fn pod(namespace: &str, name: &str, image: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"containers": [{"name": "app", "image": image}]},
+    })
+}
+
+/// The name a test's ClusterImagePolicy gets: unique per registry.
+fn policy_name(h: &Harness, what: &str) -> String {
+    format!("{what}-{}", h.registry_port())
+}
+
+struct Setup {
+    h: Harness,
+    c: &'static Cluster,
+    ns: String,
+    policy: String,
+}
+
+/// A registry with `apps/signed:v1` (signed by the test signer),
+/// `apps/unsigned:v1`, `apps/wrong-key:v1` (signed by another key) and
+/// `apps/wrong-identity:v1` (a signature for `other/name:v1` copied to it);
+/// a ClusterImagePolicy in `mode` requiring the signer for `apps`; and a
+/// namespace.
+fn setup(what: &str, mode: &str) -> Setup {
+    let c = shared();
+    let h = Harness::start();
+    let k = keys();
+    h.push_signed(
+        &h.build_image(&format!("{what} signed")),
+        "apps/signed:v1",
+        &k.signer,
+    );
+    h.push_unsigned(
+        &h.build_image(&format!("{what} unsigned")),
+        "apps/unsigned:v1",
+    );
+    h.push_signed(
+        &h.build_image(&format!("{what} wrong")),
+        "apps/wrong-key:v1",
+        &k.wrong,
+    );
+    // Signed as other/name:v1, then copied with its signature: the
+    // signature's identity is not the reference's.
+    h.push_signed(
+        &h.build_image(&format!("{what} identity")),
+        "other/name:v1",
+        &k.signer,
+    );
+    h.copy(
+        "other/name:v1",
+        "apps/wrong-identity:v1",
+        Default::default(),
+    );
+    let policy = policy_name(&h, what);
+    c.apply_policy(&cluster_policy(&h, &policy, mode, "apps"));
+    let ns = c.namespace(what);
+    Setup { h, c, ns, policy }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        let _ = self
+            .c
+            .kubectl(&["delete", "clusterimagepolicy", &self.policy, "--wait=false"]);
+        let _ = self
+            .c
+            .kubectl(&["delete", "namespace", &self.ns, "--wait=false"]);
+    }
+}
+
+#[test]
+fn pods_signed_admitted_unsigned_wrong_key_and_wrong_identity_denied() {
+    let s = setup("pods", "Enforce");
+    let (c, h, ns) = (s.c, &s.h, s.ns.as_str());
+
+    let signed = h.image("apps/signed:v1");
+    c.create(&pod(ns, "signed", &signed)).ok();
+
+    for (name, reason) in [
+        (
+            "unsigned",
+            "A signature was required, but no signature exists",
+        ),
+        ("wrong-key", "Key not found for key ID"),
+        ("wrong-identity", "Signature for identity"),
+    ] {
+        let image = h.image(&format!("apps/{name}:v1"));
+        let out = c.create(&pod(ns, name, &image));
+        assert_denied(&out, &image, reason);
+        let stderr = &out.stderr;
+        assert!(
+            stderr.contains(&format!("ClusterImagePolicy/{}", s.policy)),
+            "{name}: the denial names the policy: {stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("scope {}", h.image("apps"))),
+            "{name}: the denial names the scope: {stderr}"
+        );
+        // Nothing was stored.
+        c.kubectl(&["-n", ns, "get", "pod", name]).failed();
+    }
+    let stored = c
+        .kubectl(&["-n", ns, "get", "pod", "signed", "-o", "json"])
+        .json();
+    assert_eq!(stored["metadata"]["name"], "signed");
+}
+
+/// Asserts a kubectl failure is imagegate's denial of `image` for `reason`.
+#[track_caller]
+fn assert_denied(out: &harness::cluster::CommandResult, image: &str, reason: &str) {
+    let stderr = out.failed();
+    assert!(
+        stderr.contains("imagegate.dev\" denied the request"),
+        "not imagegate's denial: {stderr}"
+    );
+    assert!(stderr.contains(image), "the denial names {image}: {stderr}");
+    assert!(
+        stderr.contains(reason),
+        "the denial says {reason:?}: {stderr}"
+    );
+}
+
+#[test]
+fn init_containers_and_image_volumes_are_checked() {
+    let s = setup("kinds", "Enforce");
+    let (c, h, ns) = (s.c, &s.h, s.ns.as_str());
+    let signed = h.image("apps/signed:v1");
+    let unsigned = h.image("apps/unsigned:v1");
+    let with_init = |init: &str| {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "init", "namespace": ns},
+               "spec": {"initContainers": [{"name": "setup", "image": init}],
+                        "containers": [{"name": "app", "image": signed}]}})
+    };
+    assert_denied(
+        &c.create(&with_init(&unsigned)),
+        &unsigned,
+        "no signature exists",
+    );
+    c.create(&with_init(&signed)).ok();
+
+    // An image volume (GA in v1.36): its image is pulled like a container's.
+    let with_volume = |name: &str, image: &str| {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns},
+               "spec": {"containers": [{"name": "app", "image": signed,
+                                        "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
+                        "volumes": [{"name": "data", "image": {"reference": image, "pullPolicy": "IfNotPresent"}}]}})
+    };
+    assert_denied(
+        &c.create(&with_volume("vol-bad", &unsigned)),
+        &unsigned,
+        "no signature exists",
+    );
+    c.create(&with_volume("vol-good", &signed)).ok();
+}
+
+#[test]
+fn kubectl_debug_with_an_unsigned_image_is_denied() {
+    let s = setup("debug", "Enforce");
+    let (c, h, ns) = (s.c, &s.h, s.ns.as_str());
+    c.create(&pod(ns, "target", &h.image("apps/signed:v1")))
+        .ok();
+    let unsigned = h.image("apps/unsigned:v1");
+    // kubectl debug patches pods/<name>/ephemeralcontainers; without -i it
+    // does not wait for a kubelet.
+    let out = c.kubectl(&[
+        "-n",
+        ns,
+        "debug",
+        "target",
+        "--image",
+        &unsigned,
+        "--profile=general",
+    ]);
+    assert_denied(&out, &unsigned, "no signature exists");
+    let stored = c
+        .kubectl(&["-n", ns, "get", "pod", "target", "-o", "json"])
+        .json();
+    assert!(
+        stored["spec"]["ephemeralContainers"].is_null(),
+        "nothing was added: {stored}"
+    );
+    // A signed debug image is admitted.
+    c.kubectl(&[
+        "-n",
+        ns,
+        "debug",
+        "target",
+        "--image",
+        &h.image("apps/signed:v1"),
+        "--profile=general",
+    ])
+    .ok();
+    let stored = c
+        .kubectl(&["-n", ns, "get", "pod", "target", "-o", "json"])
+        .json();
+    assert_eq!(
+        stored["spec"]["ephemeralContainers"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+}
+
+#[test]
+fn warn_mode_prints_kubectl_warnings_and_admits() {
+    let s = setup("warn", "Warn");
+    let (c, h, ns) = (s.c, &s.h, s.ns.as_str());
+    let unsigned = h.image("apps/unsigned:v1");
+    let out = c.create(&pod(ns, "unsigned", &unsigned));
+    out.ok();
+    let warning = out
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("Warning: "))
+        .unwrap_or_else(|| panic!("no kubectl warning: {}", out.stderr));
+    assert!(warning.contains(&unsigned), "{warning}");
+    assert!(
+        warning.contains(&format!("ClusterImagePolicy/{}", s.policy)),
+        "{warning}"
+    );
+    assert!(warning.contains("no signature exists"), "{warning}");
+    c.kubectl(&["-n", ns, "get", "pod", "unsigned"]).ok();
+    // --warnings-as-errors turns it into a failure, as users of CI pipelines do.
+    let out = c.kubectl_stdin(
+        &["create", "--warnings-as-errors", "-f", "-"],
+        &pod(ns, "strict", &unsigned).to_string(),
+    );
+    out.failed();
+    // A signed image gets no warning.
+    let out = c.create(&pod(ns, "signed", &h.image("apps/signed:v1")));
+    out.ok();
+    assert!(!out.stderr.contains("Warning:"), "{}", out.stderr);
+}
+
+#[test]
+fn audit_mode_admits_and_the_audit_log_carries_the_verdict() {
+    let s = setup("audit", "Audit");
+    let (c, h, ns) = (s.c, &s.h, s.ns.as_str());
+    let unsigned = h.image("apps/unsigned:v1");
+    let out = c.create(&pod(ns, "unsigned", &unsigned));
+    out.ok();
+    assert!(
+        !out.stderr.contains("Warning:"),
+        "Audit mode is silent: {}",
+        out.stderr
+    );
+    // The apiserver writes the webhook's audit annotations into the audit
+    // event of the request, keyed by the webhook's name.
+    let mut found = None;
+    wait_for("the audit event of the Pod's creation", || {
+        found = c.audit_events().into_iter().find(|e| {
+            e["verb"] == "create"
+                && e["objectRef"]["resource"] == "pods"
+                && e["objectRef"]["namespace"] == ns
+                && e["objectRef"]["name"] == "unsigned"
+                && e["stage"] == "ResponseComplete"
+        });
+        found.is_some()
+    });
+    let event = found.unwrap();
+    let annotations = event["annotations"].as_object().expect("annotations");
+    let decision = annotations
+        .iter()
+        .find(|(k, _)| k.starts_with("validate.imagegate.dev/") && k.ends_with("decision"))
+        .unwrap_or_else(|| panic!("no imagegate decision in {annotations:?}"));
+    assert_eq!(decision.1, "audited", "{annotations:?}");
+    let verdicts = annotations
+        .iter()
+        .find(|(k, _)| k.starts_with("validate.imagegate.dev/") && k.ends_with("verdicts"))
+        .unwrap_or_else(|| panic!("no imagegate verdicts in {annotations:?}"));
+    let text = verdicts.1.as_str().unwrap();
+    assert!(
+        text.contains(&unsigned) && text.contains("\"allowed\":false"),
+        "{text}"
+    );
+}
+
+#[test]
+fn server_side_dry_run_returns_the_verdict_and_stores_nothing() {
+    let s = setup("dryrun", "Enforce");
+    let (c, h, ns) = (s.c, &s.h, s.ns.as_str());
+    let unsigned = h.image("apps/unsigned:v1");
+    let out = c.kubectl_stdin(
+        &["apply", "--dry-run=server", "-f", "-"],
+        &pod(ns, "unsigned", &unsigned).to_string(),
+    );
+    assert_denied(&out, &unsigned, "no signature exists");
+    let signed = h.image("apps/signed:v1");
+    let out = c.kubectl_stdin(
+        &["apply", "--dry-run=server", "-o", "json", "-f", "-"],
+        &pod(ns, "signed", &signed).to_string(),
+    );
+    // The dry run shows the pinned image the real request would store.
+    let shown = out.json();
+    let image = shown["spec"]["containers"][0]["image"].as_str().unwrap();
+    assert!(image.starts_with(&format!("{signed}@sha256:")), "{image}");
+    c.kubectl(&["-n", ns, "get", "pod", "signed"]).failed();
+    c.kubectl(&["-n", ns, "get", "pod", "unsigned"]).failed();
+    // Dry runs leave no Event behind either.
+    let events = c.kubectl(&["-n", ns, "get", "events", "-o", "json"]).json();
+    assert_eq!(
+        events["items"].as_array().map(Vec::len),
+        Some(0),
+        "{events}"
+    );
+}
+
+#[test]
+fn pods_are_pinned_to_the_verified_digest_and_workloads_are_not() {
+    let s = setup("pin", "Enforce");
+    let (c, h, ns) = (s.c, &s.h, s.ns.as_str());
+    let signed = h.image("apps/signed:v1");
+    let digest = h.manifest_digest("apps/signed:v1");
+    c.create(&pod(ns, "pinned", &signed)).ok();
+    let image = c
+        .kubectl(&[
+            "-n",
+            ns,
+            "get",
+            "pod",
+            "pinned",
+            "-o",
+            "jsonpath={.spec.containers[0].image}",
+        ])
+        .ok()
+        .to_string();
+    assert_eq!(image, format!("{signed}@{digest}"));
+
+    // Workload kinds are checked but, by default, not rewritten (GitOps
+    // tools would see drift).
+    let deployment = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": ns},
+        "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}},
+                              "spec": {"containers": [{"name": "app", "image": signed}]}}}
+    });
+    c.apply(&deployment).ok();
+    let stored = c
+        .kubectl(&[
+            "-n",
+            ns,
+            "get",
+            "deployment",
+            "web",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].image}",
+        ])
+        .ok()
+        .to_string();
+    assert_eq!(stored, signed);
+}
+
+/// The workload kinds the chart checks by default, with `image` in their
+/// pod template; `paused` makes them create no Pod yet (replicas 0,
+/// suspended, or a DaemonSet selecting no node).
+fn workloads(ns: &str, image: &str, paused: bool) -> Vec<Value> {
+    let template = |app: &str| {
+        json!({"metadata": {"labels": {"app": app}},
+               "spec": {"containers": [{"name": "app", "image": image}], "restartPolicy": "Always"}})
+    };
+    let job_template = |app: &str| {
+        json!({"metadata": {"labels": {"app": app}},
+               "spec": {"containers": [{"name": "app", "image": image}], "restartPolicy": "Never"}})
+    };
+    let replicas = if paused { 0 } else { 1 };
+    let mut ds_template = template("ds");
+    if paused {
+        ds_template["spec"]["nodeSelector"] = json!({"imagegate-e2e/daemonset": ns});
+    }
+    vec![
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "deploy", "namespace": ns},
+               "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "deploy"}}, "template": template("deploy")}}),
+        json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "sts", "namespace": ns},
+               "spec": {"replicas": replicas, "serviceName": "sts", "selector": {"matchLabels": {"app": "sts"}}, "template": template("sts")}}),
+        json!({"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "ds", "namespace": ns},
+               "spec": {"selector": {"matchLabels": {"app": "ds"}}, "template": ds_template}}),
+        json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "job", "namespace": ns},
+               "spec": {"suspend": paused, "template": job_template("job")}}),
+        json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "cron", "namespace": ns},
+               "spec": {"schedule": "* * * * *", "suspend": paused,
+                        "jobTemplate": {"spec": {"template": job_template("cron")}}}}),
+    ]
+}
+
+/// The `FailedCreate` Events of `kind/name` in `ns`, their messages.
+fn failed_create_events(c: &Cluster, ns: &str, kind: &str, name: &str) -> Vec<String> {
+    let events = c
+        .kubectl(&[
+            "-n",
+            ns,
+            "get",
+            "events",
+            "--field-selector",
+            &format!("reason=FailedCreate,involvedObject.kind={kind},involvedObject.name={name}"),
+            "-o",
+            "json",
+        ])
+        .json();
+    events["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["message"].as_str().map(String::from))
+        .collect()
+}
+
+#[test]
+fn workloads_with_unsigned_images_are_denied_at_apply_and_their_pods_too() {
+    let c = shared();
+    let h = Harness::start();
+    h.push_unsigned(&h.build_image("workloads unsigned"), "late/unsigned:v1");
+    let unsigned = h.image("late/unsigned:v1");
+    let ns = c.namespace("workloads");
+
+    // Before any policy covers the image, paused workloads are admitted.
+    for w in workloads(&ns, &unsigned, true) {
+        c.apply(&w).ok();
+    }
+    let policy = policy_name(&h, "workloads");
+    c.apply_policy(&cluster_policy(&h, &policy, "Enforce", "late"));
+
+    // Now a new workload with that image is denied at `kubectl apply`.
+    let later = c.namespace("workloads-apply");
+    for w in workloads(&later, &unsigned, false) {
+        let out = c.apply(&w);
+        assert_denied(&out, &unsigned, "no signature exists");
+    }
+
+    // And the admitted ones, once they start making Pods, fail to: each
+    // controller's FailedCreate Event carries imagegate's reason.
+    c.kubectl(&["-n", &ns, "scale", "deployment/deploy", "--replicas=1"])
+        .ok();
+    c.kubectl(&["-n", &ns, "scale", "statefulset/sts", "--replicas=1"])
+        .ok();
+    c.kubectl(&[
+        "-n",
+        &ns,
+        "patch",
+        "job/job",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"suspend":false}}"#,
+    ])
+    .ok();
+    c.kubectl(&[
+        "-n",
+        &ns,
+        "patch",
+        "cronjob/cron",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"suspend":false}}"#,
+    ])
+    .ok();
+    c.kubectl(&[
+        "label",
+        "node",
+        "node-1",
+        &format!("imagegate-e2e/daemonset={ns}"),
+    ])
+    .ok();
+
+    let rs = {
+        let mut name = String::new();
+        wait_for("the Deployment's ReplicaSet", || {
+            let out = c.kubectl(&[
+                "-n",
+                &ns,
+                "get",
+                "replicasets",
+                "-l",
+                "app=deploy",
+                "-o",
+                "jsonpath={.items[0].metadata.name}",
+            ]);
+            name = out.stdout.trim().to_string();
+            out.success() && !name.is_empty()
+        });
+        name
+    };
+    // The CronJob's Job is denied (Jobs are checked), so its Event is on
+    // the CronJob; the next minute's schedule makes it.
+    for (kind, name) in [
+        ("ReplicaSet", rs.as_str()),
+        ("StatefulSet", "sts"),
+        ("DaemonSet", "ds"),
+        ("Job", "job"),
+        ("CronJob", "cron"),
+    ] {
+        wait_for(&format!("FailedCreate on {kind}/{name}"), || {
+            failed_create_events(c, &ns, kind, name).iter().any(|m| {
+                m.contains("imagegate.dev\" denied the request")
+                    && m.contains(&unsigned)
+                    && m.contains("no signature exists")
+            })
+        });
+    }
+    // No Pod was created.
+    let pods = c.kubectl(&["-n", &ns, "get", "pods", "-o", "json"]).json();
+    assert_eq!(pods["items"].as_array().map(Vec::len), Some(0), "{pods}");
+
+    c.kubectl(&["label", "node", "node-1", "imagegate-e2e/daemonset-"])
+        .ok();
+    let _ = c.kubectl(&["delete", "clusterimagepolicy", &policy, "--wait=false"]);
+    for n in [&ns, &later] {
+        let _ = c.kubectl(&["delete", "namespace", n, "--wait=false"]);
+    }
+}
