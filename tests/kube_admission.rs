@@ -552,3 +552,268 @@ fn workloads_with_unsigned_images_are_denied_at_apply_and_their_pods_too() {
         let _ = c.kubectl(&["delete", "namespace", n, "--wait=false"]);
     }
 }
+
+fn b64(bytes: impl AsRef<[u8]>) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// The Events whose involved object is `kind/name` (any namespace).
+fn events_about(c: &Cluster, kind: &str, name: &str) -> Vec<Value> {
+    let events = c
+        .kubectl(&[
+            "get",
+            "events",
+            "-A",
+            "--field-selector",
+            &format!("involvedObject.kind={kind},involvedObject.name={name}"),
+            "-o",
+            "json",
+        ])
+        .json();
+    events["items"].as_array().cloned().unwrap_or_default()
+}
+
+#[test]
+fn the_apiserver_validates_policy_objects_against_the_crds() {
+    let c = shared();
+    let name = format!("schema-{}", std::process::id());
+    // An unknown mode: refused by the CRD's schema before imagegate sees it.
+    let out = c.apply(&json!({
+        "apiVersion": "imagegate.dev/v1alpha1", "kind": "ClusterImagePolicy",
+        "metadata": {"name": name},
+        "spec": {"mode": "Sometimes", "policy": {"default": [{"type": "reject"}]}}
+    }));
+    let stderr = out.failed();
+    assert!(stderr.contains("spec.mode") && stderr.contains("Unsupported value: \"Sometimes\""), "{stderr}");
+    // No policy at all.
+    let out = c.apply(&json!({
+        "apiVersion": "imagegate.dev/v1alpha1", "kind": "ClusterImagePolicy",
+        "metadata": {"name": name}, "spec": {"mode": "Enforce"}
+    }));
+    let stderr = out.failed();
+    assert!(stderr.contains("spec.policy: Required value"), "{stderr}");
+    c.kubectl(&["get", "clusterimagepolicy", &name]).failed();
+
+    // c/image's own default policy.json, pasted verbatim, is accepted by the
+    // apiserver and by imagegate.
+    let verbatim: Value = serde_json::from_str(include_str!("fixtures/cimage/upstream/default-policy.json")).unwrap();
+    let object = json!({
+        "apiVersion": "imagegate.dev/v1alpha1", "kind": "ClusterImagePolicy",
+        "metadata": {"name": name}, "spec": {"policy": verbatim}
+    });
+    c.apply_policy(&object);
+    let stored = c.kubectl(&["get", "clusterimagepolicy", &name, "-o", "json"]).json();
+    assert_eq!(stored["spec"]["policy"], verbatim, "stored verbatim");
+    assert_eq!(stored["spec"]["mode"], "Enforce", "the CRD's default");
+    wait_for("Ready=True on the verbatim policy", || {
+        let s = c.kubectl(&["get", "clusterimagepolicy", &name, "-o", "json"]).json();
+        s["status"]["conditions"][0]["status"] == "True"
+    });
+    c.kubectl(&["delete", "clusterimagepolicy", &name]).ok();
+}
+
+#[test]
+fn status_events_and_a_never_valid_policy() {
+    let s = setup("status", "Enforce");
+    let (c, h, ns) = (s.c, &s.h, s.ns.as_str());
+    let k = keys();
+    // Status of a valid document: Ready, the served generation, the key.
+    let mut status = Value::Null;
+    wait_for("the status of the valid policy", || {
+        status = c.kubectl(&["get", "clusterimagepolicy", &s.policy, "-o", "json"]).json()["status"].clone();
+        status["conditions"][0]["status"] == "True"
+    });
+    assert_eq!(status["conditions"][0]["type"], "Ready");
+    assert_eq!(status["conditions"][0]["reason"], "Valid");
+    assert_eq!(status["servedGeneration"], 1);
+    assert_eq!(status["observedGeneration"], 1);
+    assert_eq!(status["keys"][0]["fingerprint"], k.signer.fingerprint.as_str(), "{status}");
+    // kubectl's columns show it too.
+    let table = c.kubectl(&["get", "clusterimagepolicy", &s.policy]).ok().to_string();
+    assert!(table.contains(&s.policy), "{table}");
+
+    // A policy.json that c/image would refuse (an unknown field): the CRD
+    // keeps it (policy.json is free-form to the schema), imagegate reports
+    // it in status and as an Event, and denies every image in its reach,
+    // naming itself, because no valid version was ever served.
+    let bad = format!("never-valid-{}", h.registry_port());
+    c.apply(&json!({
+        "apiVersion": "imagegate.dev/v1alpha1", "kind": "ClusterImagePolicy",
+        "metadata": {"name": bad},
+        "spec": {"policy": {"transports": {"docker": {h.image("broken"): [
+            {"type": "signedBy", "keyType": "GPGKeys", "keyData": b64(b"x"), "bogus": 1}]}}}}
+    }))
+    .ok();
+    let mut status = Value::Null;
+    wait_for("Ready=False on the invalid policy", || {
+        status = c.kubectl(&["get", "clusterimagepolicy", &bad, "-o", "json"]).json()["status"].clone();
+        status["conditions"][0]["status"] == "False"
+    });
+    assert_eq!(status["conditions"][0]["reason"], "InvalidPolicy", "{status}");
+    let message = status["conditions"][0]["message"].as_str().unwrap();
+    assert!(message.contains("bogus"), "names the offending field: {message}");
+    wait_for("the InvalidPolicy Event", || {
+        events_about(c, "ClusterImagePolicy", &bad)
+            .iter()
+            .any(|e| e["reason"] == "InvalidPolicy" && e["type"] == "Warning")
+    });
+    h.push_signed(&h.build_image("broken scope"), "broken/app:v1", &k.signer);
+    let image = h.image("broken/app:v1");
+    let mut out = c.create(&pod(ns, "broken", &image));
+    // Every replica must have seen the document before the answer is final.
+    wait_for("the invalid document to reach every replica", || {
+        out = c.create(&pod(ns, "broken", &image));
+        !out.success()
+    });
+    assert_denied(&out, &image, &format!("ClusterImagePolicy/{bad}"));
+    c.kubectl(&["delete", "clusterimagepolicy", &bad]).ok();
+}
+
+#[test]
+fn a_namespace_can_tighten_the_cluster_policy_never_loosen_it() {
+    let s = setup("tighten", "Enforce");
+    let (c, h, ns) = (s.c, &s.h, s.ns.as_str());
+    let k = keys();
+    let other = c.namespace("tighten-other");
+    let signed = h.image("apps/signed:v1");
+    let unsigned = h.image("apps/unsigned:v1");
+
+    // The team requires its own key (the "wrong" one) on top of the cluster's.
+    let tighten = json!({
+        "apiVersion": "imagegate.dev/v1alpha1", "kind": "ImagePolicy",
+        "metadata": {"name": "team-key", "namespace": ns},
+        "spec": {"policy": {"transports": {"docker": {h.image("apps"): [{
+            "type": "signedBy", "keyType": "GPGKeys", "keyData": key_data(&k.wrong.public_armored)}]}}}}
+    });
+    c.apply_policy(&tighten);
+    let out = c.create(&pod(ns, "signed", &signed));
+    assert_denied(&out, &signed, &format!("ImagePolicy/{ns}/team-key"));
+    // Another namespace is not affected.
+    c.create(&pod(&other, "signed", &signed)).ok();
+
+    // Trying to loosen: accept anything for the scope. The cluster's
+    // document still denies.
+    let loosen = json!({
+        "apiVersion": "imagegate.dev/v1alpha1", "kind": "ImagePolicy",
+        "metadata": {"name": "team-key", "namespace": ns},
+        "spec": {"policy": {"default": [{"type": "insecureAcceptAnything"}],
+                            "transports": {"docker": {h.image("apps"): [{"type": "insecureAcceptAnything"}]}}}}
+    });
+    // How long a policy change takes to reach every replica (measured,
+    // reported; BENCHMARKS.md has the figures).
+    let start = std::time::Instant::now();
+    c.apply_policy(&loosen);
+    eprintln!("policy change served by every replica after {} ms", start.elapsed().as_millis());
+    let out = c.create(&pod(ns, "unsigned", &unsigned));
+    assert_denied(&out, &unsigned, &format!("ClusterImagePolicy/{}", s.policy));
+    // And the signed image is admitted again: the tightening is gone.
+    c.create(&pod(ns, "signed", &signed)).ok();
+    let _ = c.kubectl(&["delete", "namespace", &other, "--wait=false"]);
+}
+
+const PULL_USER: &str = "puller";
+const PULL_PASSWORD: &str = "s3cret-pull";
+
+/// A `kubernetes.io/dockerconfigjson` Secret for `host`.
+fn pull_secret(ns: &str, name: &str, host: &str, password: &str) -> Value {
+    let config = json!({"auths": {host: {"auth": b64(format!("{PULL_USER}:{password}"))}}});
+    json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
+           "metadata": {"name": name, "namespace": ns},
+           "data": {".dockerconfigjson": b64(config.to_string())}})
+}
+
+#[test]
+fn pull_secrets_of_the_pod_and_its_service_account_reach_a_private_registry() {
+    let c = shared();
+    let h = Harness::start();
+    let k = keys();
+    // The private registry serves the harness's storage behind htpasswd;
+    // signatures are made for the private host's references.
+    let digest = h.push_unsigned(&h.build_image("private app"), "team/app:v1");
+    for tag in ["none", "wrong", "pod", "sa"] {
+        h.copy("team/app:v1", &format!("team/app:{tag}"), Default::default());
+    }
+    let private = harness::Registry::start_with_htpasswd(h.dir(), PULL_USER, PULL_PASSWORD);
+    let manifest = h.raw_manifest("team/app:v1");
+    for (n, tag) in ["none", "wrong", "pod", "sa"].iter().enumerate() {
+        let identity = format!("{}/team/app:{tag}", private.host());
+        h.put_signature("team/app", &digest, n + 1, &h.standalone_sign(&manifest, &identity, &k.signer));
+    }
+    let name = format!("private-{}", private.port());
+    c.apply_policy(&json!({
+        "apiVersion": "imagegate.dev/v1alpha1", "kind": "ClusterImagePolicy",
+        "metadata": {"name": name},
+        "spec": {"policy": {"transports": {"docker": {format!("{}/team", private.host()): [{
+                    "type": "signedBy", "keyType": "GPGKeys", "keyData": key_data(&k.signer.public_armored)}]}}},
+                 "lookaside": {"docker": {private.host(): {"lookaside": h.lookaside_url()}}}}
+    }));
+    let ns = c.namespace("pull");
+    let host = private.host();
+    c.apply(&pull_secret(&ns, "regcred", &host, PULL_PASSWORD)).ok();
+    c.apply(&pull_secret(&ns, "wrongcred", &host, "not-the-password")).ok();
+    c.apply(&pull_secret(&ns, "sa-cred", &host, PULL_PASSWORD)).ok();
+    c.apply(&json!({"apiVersion": "v1", "kind": "ServiceAccount",
+                    "metadata": {"name": "builder", "namespace": ns},
+                    "imagePullSecrets": [{"name": "sa-cred"}]}))
+        .ok();
+    let private_pod = |name: &str, tag: &str, secrets: &[&str], sa: Option<&str>| {
+        let mut p = pod(&ns, name, &format!("{host}/team/app:{tag}"));
+        if !secrets.is_empty() {
+            p["spec"]["imagePullSecrets"] = json!(secrets.iter().map(|s| json!({"name": s})).collect::<Vec<_>>());
+        }
+        if let Some(sa) = sa {
+            p["spec"]["serviceAccountName"] = json!(sa);
+        }
+        p
+    };
+    // No credentials: the registry's refusal, in the denial.
+    let image = format!("{host}/team/app:none");
+    let out = c.create(&private_pod("none", "none", &[], None));
+    assert_denied(&out, &image, "unauthorized: authentication required");
+    // Wrong credentials: the same.
+    let out = c.create(&private_pod("wrong", "wrong", &["wrongcred"], None));
+    assert_denied(&out, &format!("{host}/team/app:wrong"), "unauthorized");
+    // The pod's imagePullSecrets, then its ServiceAccount's.
+    c.create(&private_pod("pod", "pod", &["regcred"], None)).ok();
+    c.create(&private_pod("sa", "sa", &[], Some("builder"))).ok();
+    // The lookaside never saw registry credentials (c/image sends none).
+    assert!(
+        h.lookaside_requests().iter().all(|r| r.header("authorization").is_none()),
+        "lookaside requests carried credentials"
+    );
+    let _ = c.kubectl(&["delete", "clusterimagepolicy", &name, "--wait=false"]);
+    let _ = c.kubectl(&["delete", "namespace", &ns, "--wait=false"]);
+}
+
+#[test]
+fn policy_export_from_the_cluster_gives_crio_the_same_verdicts() {
+    let s = setup("export", "Enforce");
+    let (c, h, ns) = (s.c, &s.h, s.ns.as_str());
+    let k = keys();
+    let team = json!({
+        "apiVersion": "imagegate.dev/v1alpha1", "kind": "ImagePolicy",
+        "metadata": {"name": "team-key", "namespace": ns},
+        "spec": {"policy": {"transports": {"docker": {h.image("apps"): [{
+            "type": "signedBy", "keyType": "GPGKeys", "keyData": key_data(&k.wrong.public_armored)}]}}}}
+    });
+    c.apply_policy(&team);
+    let out_dir = h.dir().join("exported");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_imagegate"))
+        .env("KUBECONFIG", c.kubeconfig())
+        .args(["policy", "export", "--from-cluster", "--namespace", harness::cluster::RELEASE_NAMESPACE, "--out"])
+        .arg(&out_dir)
+        .output()
+        .expect("run imagegate policy export");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rd = out_dir.join("registries.d");
+    let policy = out_dir.join("policy.json");
+    // What CRI-O would decide with the exported files (skopeo: c/image),
+    // equal to what the objects say.
+    assert!(h.skopeo_verdict_with(&policy, &h.image("apps/signed:v1"), None, &rd).0);
+    assert!(!h.skopeo_verdict_with(&policy, &h.image("apps/unsigned:v1"), None, &rd).0);
+    // The namespace's file (signature_policy_dir) adds the team's key.
+    let ns_policy = out_dir.join(format!("{ns}.json"));
+    assert!(ns_policy.is_file(), "no {}", ns_policy.display());
+    assert!(!h.skopeo_verdict_with(&ns_policy, &h.image("apps/signed:v1"), None, &rd).0);
+}
