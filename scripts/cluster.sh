@@ -120,14 +120,17 @@ EOF
   cat >"$DIR/audit-policy.yaml" <<'EOF'
 # What the apiserver records: who changed what (Metadata, which carries the
 # admission webhooks' audit annotations), not reads and not the chatter of
-# leases and events.
+# lease renewals and events.
 apiVersion: audit.k8s.io/v1
 kind: Policy
 omitStages: [RequestReceived]
 rules:
   - level: None
+    verbs: [get, update, patch]
     resources:
       - {group: coordination.k8s.io, resources: [leases]}
+  - level: None
+    resources:
       - {group: "", resources: [events]}
       - {group: events.k8s.io, resources: [events]}
   - level: None

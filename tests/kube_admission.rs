@@ -585,7 +585,10 @@ fn the_apiserver_validates_policy_objects_against_the_crds() {
         "spec": {"mode": "Sometimes", "policy": {"default": [{"type": "reject"}]}}
     }));
     let stderr = out.failed();
-    assert!(stderr.contains("spec.mode") && stderr.contains("Unsupported value: \"Sometimes\""), "{stderr}");
+    assert!(
+        stderr.contains("spec.mode") && stderr.contains("Unsupported value: \"Sometimes\""),
+        "{stderr}"
+    );
     // No policy at all.
     let out = c.apply(&json!({
         "apiVersion": "imagegate.dev/v1alpha1", "kind": "ClusterImagePolicy",
@@ -597,17 +600,22 @@ fn the_apiserver_validates_policy_objects_against_the_crds() {
 
     // c/image's own default policy.json, pasted verbatim, is accepted by the
     // apiserver and by imagegate.
-    let verbatim: Value = serde_json::from_str(include_str!("fixtures/cimage/upstream/default-policy.json")).unwrap();
+    let verbatim: Value =
+        serde_json::from_str(include_str!("fixtures/cimage/upstream/default-policy.json")).unwrap();
     let object = json!({
         "apiVersion": "imagegate.dev/v1alpha1", "kind": "ClusterImagePolicy",
         "metadata": {"name": name}, "spec": {"policy": verbatim}
     });
     c.apply_policy(&object);
-    let stored = c.kubectl(&["get", "clusterimagepolicy", &name, "-o", "json"]).json();
+    let stored = c
+        .kubectl(&["get", "clusterimagepolicy", &name, "-o", "json"])
+        .json();
     assert_eq!(stored["spec"]["policy"], verbatim, "stored verbatim");
     assert_eq!(stored["spec"]["mode"], "Enforce", "the CRD's default");
     wait_for("Ready=True on the verbatim policy", || {
-        let s = c.kubectl(&["get", "clusterimagepolicy", &name, "-o", "json"]).json();
+        let s = c
+            .kubectl(&["get", "clusterimagepolicy", &name, "-o", "json"])
+            .json();
         s["status"]["conditions"][0]["status"] == "True"
     });
     c.kubectl(&["delete", "clusterimagepolicy", &name]).ok();
@@ -621,16 +629,26 @@ fn status_events_and_a_never_valid_policy() {
     // Status of a valid document: Ready, the served generation, the key.
     let mut status = Value::Null;
     wait_for("the status of the valid policy", || {
-        status = c.kubectl(&["get", "clusterimagepolicy", &s.policy, "-o", "json"]).json()["status"].clone();
+        status = c
+            .kubectl(&["get", "clusterimagepolicy", &s.policy, "-o", "json"])
+            .json()["status"]
+            .clone();
         status["conditions"][0]["status"] == "True"
     });
     assert_eq!(status["conditions"][0]["type"], "Ready");
     assert_eq!(status["conditions"][0]["reason"], "Valid");
     assert_eq!(status["servedGeneration"], 1);
     assert_eq!(status["observedGeneration"], 1);
-    assert_eq!(status["keys"][0]["fingerprint"], k.signer.fingerprint.as_str(), "{status}");
+    assert_eq!(
+        status["keys"][0]["fingerprint"],
+        k.signer.fingerprint.as_str(),
+        "{status}"
+    );
     // kubectl's columns show it too.
-    let table = c.kubectl(&["get", "clusterimagepolicy", &s.policy]).ok().to_string();
+    let table = c
+        .kubectl(&["get", "clusterimagepolicy", &s.policy])
+        .ok()
+        .to_string();
     assert!(table.contains(&s.policy), "{table}");
 
     // A policy.json that c/image would refuse (an unknown field): the CRD
@@ -647,12 +665,21 @@ fn status_events_and_a_never_valid_policy() {
     .ok();
     let mut status = Value::Null;
     wait_for("Ready=False on the invalid policy", || {
-        status = c.kubectl(&["get", "clusterimagepolicy", &bad, "-o", "json"]).json()["status"].clone();
+        status = c
+            .kubectl(&["get", "clusterimagepolicy", &bad, "-o", "json"])
+            .json()["status"]
+            .clone();
         status["conditions"][0]["status"] == "False"
     });
-    assert_eq!(status["conditions"][0]["reason"], "InvalidPolicy", "{status}");
+    assert_eq!(
+        status["conditions"][0]["reason"], "InvalidPolicy",
+        "{status}"
+    );
     let message = status["conditions"][0]["message"].as_str().unwrap();
-    assert!(message.contains("bogus"), "names the offending field: {message}");
+    assert!(
+        message.contains("bogus"),
+        "names the offending field: {message}"
+    );
     wait_for("the InvalidPolicy Event", || {
         events_about(c, "ClusterImagePolicy", &bad)
             .iter()
@@ -704,7 +731,10 @@ fn a_namespace_can_tighten_the_cluster_policy_never_loosen_it() {
     // reported; BENCHMARKS.md has the figures).
     let start = std::time::Instant::now();
     c.apply_policy(&loosen);
-    eprintln!("policy change served by every replica after {} ms", start.elapsed().as_millis());
+    eprintln!(
+        "policy change served by every replica after {} ms",
+        start.elapsed().as_millis()
+    );
     let out = c.create(&pod(ns, "unsigned", &unsigned));
     assert_denied(&out, &unsigned, &format!("ClusterImagePolicy/{}", s.policy));
     // And the signed image is admitted again: the tightening is gone.
@@ -732,13 +762,22 @@ fn pull_secrets_of_the_pod_and_its_service_account_reach_a_private_registry() {
     // signatures are made for the private host's references.
     let digest = h.push_unsigned(&h.build_image("private app"), "team/app:v1");
     for tag in ["none", "wrong", "pod", "sa"] {
-        h.copy("team/app:v1", &format!("team/app:{tag}"), Default::default());
+        h.copy(
+            "team/app:v1",
+            &format!("team/app:{tag}"),
+            Default::default(),
+        );
     }
     let private = harness::Registry::start_with_htpasswd(h.dir(), PULL_USER, PULL_PASSWORD);
     let manifest = h.raw_manifest("team/app:v1");
     for (n, tag) in ["none", "wrong", "pod", "sa"].iter().enumerate() {
         let identity = format!("{}/team/app:{tag}", private.host());
-        h.put_signature("team/app", &digest, n + 1, &h.standalone_sign(&manifest, &identity, &k.signer));
+        h.put_signature(
+            "team/app",
+            &digest,
+            n + 1,
+            &h.standalone_sign(&manifest, &identity, &k.signer),
+        );
     }
     let name = format!("private-{}", private.port());
     c.apply_policy(&json!({
@@ -750,9 +789,12 @@ fn pull_secrets_of_the_pod_and_its_service_account_reach_a_private_registry() {
     }));
     let ns = c.namespace("pull");
     let host = private.host();
-    c.apply(&pull_secret(&ns, "regcred", &host, PULL_PASSWORD)).ok();
-    c.apply(&pull_secret(&ns, "wrongcred", &host, "not-the-password")).ok();
-    c.apply(&pull_secret(&ns, "sa-cred", &host, PULL_PASSWORD)).ok();
+    c.apply(&pull_secret(&ns, "regcred", &host, PULL_PASSWORD))
+        .ok();
+    c.apply(&pull_secret(&ns, "wrongcred", &host, "not-the-password"))
+        .ok();
+    c.apply(&pull_secret(&ns, "sa-cred", &host, PULL_PASSWORD))
+        .ok();
     c.apply(&json!({"apiVersion": "v1", "kind": "ServiceAccount",
                     "metadata": {"name": "builder", "namespace": ns},
                     "imagePullSecrets": [{"name": "sa-cred"}]}))
@@ -760,7 +802,12 @@ fn pull_secrets_of_the_pod_and_its_service_account_reach_a_private_registry() {
     let private_pod = |name: &str, tag: &str, secrets: &[&str], sa: Option<&str>| {
         let mut p = pod(&ns, name, &format!("{host}/team/app:{tag}"));
         if !secrets.is_empty() {
-            p["spec"]["imagePullSecrets"] = json!(secrets.iter().map(|s| json!({"name": s})).collect::<Vec<_>>());
+            p["spec"]["imagePullSecrets"] = json!(
+                secrets
+                    .iter()
+                    .map(|s| json!({"name": s}))
+                    .collect::<Vec<_>>()
+            );
         }
         if let Some(sa) = sa {
             p["spec"]["serviceAccountName"] = json!(sa);
@@ -775,11 +822,15 @@ fn pull_secrets_of_the_pod_and_its_service_account_reach_a_private_registry() {
     let out = c.create(&private_pod("wrong", "wrong", &["wrongcred"], None));
     assert_denied(&out, &format!("{host}/team/app:wrong"), "unauthorized");
     // The pod's imagePullSecrets, then its ServiceAccount's.
-    c.create(&private_pod("pod", "pod", &["regcred"], None)).ok();
-    c.create(&private_pod("sa", "sa", &[], Some("builder"))).ok();
+    c.create(&private_pod("pod", "pod", &["regcred"], None))
+        .ok();
+    c.create(&private_pod("sa", "sa", &[], Some("builder")))
+        .ok();
     // The lookaside never saw registry credentials (c/image sends none).
     assert!(
-        h.lookaside_requests().iter().all(|r| r.header("authorization").is_none()),
+        h.lookaside_requests()
+            .iter()
+            .all(|r| r.header("authorization").is_none()),
         "lookaside requests carried credentials"
     );
     let _ = c.kubectl(&["delete", "clusterimagepolicy", &name, "--wait=false"]);
@@ -801,19 +852,39 @@ fn policy_export_from_the_cluster_gives_crio_the_same_verdicts() {
     let out_dir = h.dir().join("exported");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_imagegate"))
         .env("KUBECONFIG", c.kubeconfig())
-        .args(["policy", "export", "--from-cluster", "--namespace", harness::cluster::RELEASE_NAMESPACE, "--out"])
+        .args([
+            "policy",
+            "export",
+            "--from-cluster",
+            "--namespace",
+            harness::cluster::RELEASE_NAMESPACE,
+            "--out",
+        ])
         .arg(&out_dir)
         .output()
         .expect("run imagegate policy export");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let rd = out_dir.join("registries.d");
     let policy = out_dir.join("policy.json");
     // What CRI-O would decide with the exported files (skopeo: c/image),
     // equal to what the objects say.
-    assert!(h.skopeo_verdict_with(&policy, &h.image("apps/signed:v1"), None, &rd).0);
-    assert!(!h.skopeo_verdict_with(&policy, &h.image("apps/unsigned:v1"), None, &rd).0);
+    assert!(
+        h.skopeo_verdict_with(&policy, &h.image("apps/signed:v1"), None, &rd)
+            .0
+    );
+    assert!(
+        !h.skopeo_verdict_with(&policy, &h.image("apps/unsigned:v1"), None, &rd)
+            .0
+    );
     // The namespace's file (signature_policy_dir) adds the team's key.
     let ns_policy = out_dir.join(format!("{ns}.json"));
     assert!(ns_policy.is_file(), "no {}", ns_policy.display());
-    assert!(!h.skopeo_verdict_with(&ns_policy, &h.image("apps/signed:v1"), None, &rd).0);
+    assert!(
+        !h.skopeo_verdict_with(&ns_policy, &h.image("apps/signed:v1"), None, &rd)
+            .0
+    );
 }

@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // containerInitArg re-executes e2e-node as a container's first process,
@@ -53,12 +55,23 @@ func containerInit(args []string) {
 	if err != nil {
 		fail("opening %s: %v", spec.Argv[0], err)
 	}
+	// Every source is opened before the first mount: a volume mounted
+	// over a directory (an emptyDir at /tmp) must not hide the sources of
+	// the mounts after it (this state directory may live under /tmp).
+	sources := make([]string, len(spec.Mounts))
+	for i, m := range spec.Mounts {
+		sfd, err := syscall.Open(m.Source, unix.O_PATH, 0)
+		if err != nil {
+			fail("opening %s: %v", m.Source, err)
+		}
+		sources[i] = fmt.Sprintf("/proc/self/fd/%d", sfd)
+	}
 	// Nothing mounted here may reach the host's mount table.
 	if err := syscall.Mount("", "/", "", syscall.MS_REC|syscall.MS_PRIVATE, ""); err != nil {
 		fail("making mounts private: %v", err)
 	}
-	for _, m := range spec.Mounts {
-		info, err := os.Stat(m.Source)
+	for i, m := range spec.Mounts {
+		info, err := os.Stat(sources[i])
 		if err != nil {
 			fail("%v", err)
 		}
@@ -77,7 +90,7 @@ func containerInit(args []string) {
 		if err != nil {
 			fail("mount point %s: %v", m.Target, err)
 		}
-		if err := syscall.Mount(m.Source, m.Target, "", syscall.MS_BIND|syscall.MS_REC, ""); err != nil {
+		if err := syscall.Mount(sources[i], m.Target, "", syscall.MS_BIND|syscall.MS_REC, ""); err != nil {
 			fail("mounting %s at %s: %v", m.Source, m.Target, err)
 		}
 		if m.ReadOnly {
