@@ -1,6 +1,9 @@
-//! The fake API server itself, driven by the real `kube` client: what it
-//! answers must be what a real API server answers for the calls the
-//! controller makes, or the controller tests prove nothing.
+//! The fake API server itself, driven by the real `kube` client. It stays
+//! only for faults a real kube-apiserver cannot be made to produce on
+//! demand (410 Gone, cut watches, garbage or truncated answers, hung
+//! connections, conflicts at an exact moment); what it answers for the
+//! calls those tests make must be what a real apiserver answers, or they
+//! prove nothing.
 
 mod fake_apiserver;
 

@@ -1,6 +1,9 @@
-//! Pull-secret resolution against the fake API server: the pod's
-//! imagePullSecrets, then its ServiceAccount's, then imagegate's own;
-//! kubelet host matching; legacy `.dockercfg`; a short cache.
+//! Pull-secret resolution over Secret shapes, against
+//! `tests/fake_apiserver/`: kubelet host matching, legacy `.dockercfg`,
+//! malformed Secrets and the resolver's cache, each a table of Secrets no
+//! cluster state is needed for. The order (pod, ServiceAccount, imagegate's
+//! own) against private registries is tested through kube-apiserver in
+//! `tests/kube_admission.rs`.
 
 mod fake_apiserver;
 
@@ -70,77 +73,6 @@ fn pod(ns: &str, secrets: &[&str], sa: Option<&str>) -> PodPullContext {
     }))
     .unwrap();
     PodPullContext::from_pod_spec(ns, &spec)
-}
-
-#[tokio::test]
-async fn pod_then_service_account_then_own() {
-    let fake = FakeApiServer::start().await;
-    add_config_secret(
-        &fake,
-        "app",
-        "pod-creds",
-        &[("registry.example.com", "pod-user")],
-    );
-    add_config_secret(
-        &fake,
-        "app",
-        "sa-creds",
-        &[("registry.example.com", "sa-user")],
-    );
-    add_config_secret(
-        &fake,
-        OWN_NS,
-        "fallback",
-        &[("registry.example.com", "own-user")],
-    );
-    fake.insert(
-        &Gvr::service_accounts(),
-        json!({"apiVersion": "v1", "kind": "ServiceAccount",
-               "metadata": {"name": "builder", "namespace": "app"},
-               "imagePullSecrets": [{"name": "sa-creds"}]}),
-    );
-    let r = resolver(&fake, &["fallback"], Duration::from_secs(30));
-
-    let c = r
-        .credentials(
-            &pod("app", &["pod-creds"], Some("builder")),
-            "registry.example.com/team/app",
-        )
-        .await
-        .unwrap();
-    assert_eq!(users(&c), ["pod-user", "sa-user", "own-user"]);
-    assert_eq!(c[0].password, "pw-pod-user");
-    assert_eq!(c[0].source, "secret app/pod-creds");
-
-    // No ServiceAccount named: the namespace's `default` one (absent here).
-    let c = r
-        .credentials(
-            &pod("app", &["pod-creds"], None),
-            "registry.example.com/team/app",
-        )
-        .await
-        .unwrap();
-    assert_eq!(users(&c), ["pod-user", "own-user"]);
-
-    // A missing pod secret is skipped, as the kubelet does.
-    let c = r
-        .credentials(
-            &pod("app", &["nope"], Some("builder")),
-            "registry.example.com/x",
-        )
-        .await
-        .unwrap();
-    assert_eq!(users(&c), ["sa-user", "own-user"]);
-
-    // Other hosts get nothing.
-    let c = r
-        .credentials(
-            &pod("app", &["pod-creds"], Some("builder")),
-            "other.example.com/x",
-        )
-        .await
-        .unwrap();
-    assert!(c.is_empty());
 }
 
 #[tokio::test]

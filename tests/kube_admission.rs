@@ -706,12 +706,16 @@ fn a_namespace_can_tighten_the_cluster_policy_never_loosen_it() {
     let signed = h.image("apps/signed:v1");
     let unsigned = h.image("apps/unsigned:v1");
 
-    // The team requires its own key (the "wrong" one) on top of the cluster's.
+    // The team requires its own key (the "wrong" one) on top of the
+    // cluster's, from a Secret in its namespace (keyRef).
+    c.apply(&json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "team-keys", "namespace": ns},
+                    "data": {"team.asc": key_data(&k.wrong.public_armored)}}))
+        .ok();
     let tighten = json!({
         "apiVersion": "imagegate.dev/v1alpha1", "kind": "ImagePolicy",
         "metadata": {"name": "team-key", "namespace": ns},
         "spec": {"policy": {"transports": {"docker": {h.image("apps"): [{
-            "type": "signedBy", "keyType": "GPGKeys", "keyData": key_data(&k.wrong.public_armored)}]}}}}
+            "type": "signedBy", "keyType": "GPGKeys", "keyRef": {"secret": "team-keys", "key": "team.asc"}}]}}}}
     });
     c.apply_policy(&tighten);
     let out = c.create(&pod(ns, "signed", &signed));
@@ -754,53 +758,65 @@ fn pull_secret(ns: &str, name: &str, host: &str, password: &str) -> Value {
 }
 
 #[test]
-fn pull_secrets_of_the_pod_and_its_service_account_reach_a_private_registry() {
+fn pull_secrets_of_the_pod_its_service_account_and_imagegate_reach_private_registries() {
+    use harness::cluster::{OWN_PULL_SECRET, RELEASE_NAMESPACE};
     let c = shared();
     let h = Harness::start();
     let k = keys();
-    // The private registry serves the harness's storage behind htpasswd;
-    // signatures are made for the private host's references.
+    // Two private registries serve the harness's storage: one behind
+    // htpasswd (Basic), one handing out Bearer tokens from a token server.
+    // Signatures are made for the private hosts' references.
+    let tags = ["none", "wrong", "pod", "sa", "own"];
     let digest = h.push_unsigned(&h.build_image("private app"), "team/app:v1");
-    for tag in ["none", "wrong", "pod", "sa"] {
+    for tag in tags {
         h.copy(
             "team/app:v1",
             &format!("team/app:{tag}"),
             Default::default(),
         );
     }
-    let private = harness::Registry::start_with_htpasswd(h.dir(), PULL_USER, PULL_PASSWORD);
+    let basic = harness::Registry::start_with_htpasswd(h.dir(), PULL_USER, PULL_PASSWORD);
+    let token = harness::Registry::start_with_token_server(h.dir(), PULL_USER, PULL_PASSWORD);
     let manifest = h.raw_manifest("team/app:v1");
-    for (n, tag) in ["none", "wrong", "pod", "sa"].iter().enumerate() {
-        let identity = format!("{}/team/app:{tag}", private.host());
-        h.put_signature(
-            "team/app",
-            &digest,
-            n + 1,
-            &h.standalone_sign(&manifest, &identity, &k.signer),
-        );
+    let mut n = 0;
+    for host in [basic.host(), token.host()] {
+        for tag in tags {
+            n += 1;
+            let identity = format!("{host}/team/app:{tag}");
+            h.put_signature(
+                "team/app",
+                &digest,
+                n,
+                &h.standalone_sign(&manifest, &identity, &k.signer),
+            );
+        }
     }
-    let name = format!("private-{}", private.port());
+    let name = format!("private-{}", basic.port());
+    let signed_by = json!([{"type": "signedBy", "keyType": "GPGKeys", "keyData": key_data(&k.signer.public_armored)}]);
     c.apply_policy(&json!({
         "apiVersion": "imagegate.dev/v1alpha1", "kind": "ClusterImagePolicy",
         "metadata": {"name": name},
-        "spec": {"policy": {"transports": {"docker": {format!("{}/team", private.host()): [{
-                    "type": "signedBy", "keyType": "GPGKeys", "keyData": key_data(&k.signer.public_armored)}]}}},
-                 "lookaside": {"docker": {private.host(): {"lookaside": h.lookaside_url()}}}}
+        "spec": {"policy": {"transports": {"docker": {
+                    format!("{}/team", basic.host()): signed_by, format!("{}/team", token.host()): signed_by}}},
+                 "lookaside": {"docker": {basic.host(): {"lookaside": h.lookaside_url()},
+                                          token.host(): {"lookaside": h.lookaside_url()}}}}
     }));
     let ns = c.namespace("pull");
-    let host = private.host();
-    c.apply(&pull_secret(&ns, "regcred", &host, PULL_PASSWORD))
+    let (b, t) = (basic.host(), token.host());
+    c.apply(&pull_secret(&ns, "regcred", &b, PULL_PASSWORD))
         .ok();
-    c.apply(&pull_secret(&ns, "wrongcred", &host, "not-the-password"))
+    c.apply(&pull_secret(&ns, "tokencred", &t, PULL_PASSWORD))
         .ok();
-    c.apply(&pull_secret(&ns, "sa-cred", &host, PULL_PASSWORD))
+    c.apply(&pull_secret(&ns, "wrongcred", &b, "not-the-password"))
+        .ok();
+    c.apply(&pull_secret(&ns, "sa-cred", &b, PULL_PASSWORD))
         .ok();
     c.apply(&json!({"apiVersion": "v1", "kind": "ServiceAccount",
                     "metadata": {"name": "builder", "namespace": ns},
                     "imagePullSecrets": [{"name": "sa-cred"}]}))
         .ok();
-    let private_pod = |name: &str, tag: &str, secrets: &[&str], sa: Option<&str>| {
-        let mut p = pod(&ns, name, &format!("{host}/team/app:{tag}"));
+    let private_pod = |name: &str, image: &str, secrets: &[&str], sa: Option<&str>| {
+        let mut p = pod(&ns, name, image);
         if !secrets.is_empty() {
             p["spec"]["imagePullSecrets"] = json!(
                 secrets
@@ -814,17 +830,69 @@ fn pull_secrets_of_the_pod_and_its_service_account_reach_a_private_registry() {
         }
         p
     };
-    // No credentials: the registry's refusal, in the denial.
-    let image = format!("{host}/team/app:none");
-    let out = c.create(&private_pod("none", "none", &[], None));
-    assert_denied(&out, &image, "unauthorized: authentication required");
-    // Wrong credentials: the same.
-    let out = c.create(&private_pod("wrong", "wrong", &["wrongcred"], None));
-    assert_denied(&out, &format!("{host}/team/app:wrong"), "unauthorized");
+    // No credentials, or wrong ones: the registry's refusal, in the denial.
+    let image = format!("{b}/team/app:none");
+    assert_denied(
+        &c.create(&private_pod("none", &image, &[], None)),
+        &image,
+        "unauthorized: authentication required",
+    );
+    let image = format!("{b}/team/app:wrong");
+    assert_denied(
+        &c.create(&private_pod("wrong", &image, &["wrongcred"], None)),
+        &image,
+        "unauthorized",
+    );
+    let image = format!("{t}/team/app:none");
+    assert_denied(
+        &c.create(&private_pod("token-none", &image, &[], None)),
+        &image,
+        "unauthorized",
+    );
     // The pod's imagePullSecrets, then its ServiceAccount's.
-    c.create(&private_pod("pod", "pod", &["regcred"], None))
-        .ok();
-    c.create(&private_pod("sa", "sa", &[], Some("builder")))
+    c.create(&private_pod(
+        "pod",
+        &format!("{b}/team/app:pod"),
+        &["regcred"],
+        None,
+    ))
+    .ok();
+    c.create(&private_pod(
+        "sa",
+        &format!("{b}/team/app:sa"),
+        &[],
+        Some("builder"),
+    ))
+    .ok();
+    // Bearer tokens bought from the token server with the pod's secret.
+    c.create(&private_pod(
+        "token",
+        &format!("{t}/team/app:pod"),
+        &["tokencred"],
+        None,
+    ))
+    .ok();
+    assert!(
+        token
+            .token_requests()
+            .iter()
+            .any(|(_, authenticated)| *authenticated),
+        "no authenticated token request"
+    );
+    // imagegate's own pull secret, last.
+    c.apply(&pull_secret(
+        RELEASE_NAMESPACE,
+        OWN_PULL_SECRET,
+        &b,
+        PULL_PASSWORD,
+    ))
+    .ok();
+    // (imagegate remembers a Secret, or its absence, for a short while.)
+    let own = private_pod("own", &format!("{b}/team/app:own"), &[], None);
+    wait_for("imagegate's own pull secret to be used", || {
+        c.create(&own).success()
+    });
+    c.kubectl(&["-n", RELEASE_NAMESPACE, "delete", "secret", OWN_PULL_SECRET])
         .ok();
     // The lookaside never saw registry credentials (c/image sends none).
     assert!(

@@ -1,4 +1,7 @@
-//! An in-process fake of the Kubernetes API server for tests: an axum
+//! An in-process fake of the Kubernetes API server, kept only for faults a
+//! real kube-apiserver cannot be made to produce on demand (each test that
+//! uses it says which); everything else is tested through the real one
+//! (`harness::cluster`, `tests/kube_*.rs`). It is an axum
 //! server on 127.0.0.1 that keeps objects in memory and speaks the real
 //! wire format (Kubernetes JSON objects, lists with `metadata.resourceVersion`,
 //! newline-delimited watch events, `Status` errors), so the real `kube`

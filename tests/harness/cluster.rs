@@ -28,14 +28,21 @@ pub const RELEASE: &str = "imagegate";
 pub const RELEASE_NAMESPACE: &str = "imagegate-system";
 
 /// The chart values every test installation starts from: two replicas (so
-/// leader election and status writing by one holder are real), and plain
-/// HTTP to the harness's registries on 127.0.0.1.
+/// leader election and status writing by one holder are real), plain HTTP
+/// to the harness's registries on 127.0.0.1, and imagegate's own pull
+/// secret [`OWN_PULL_SECRET`] (absent until a test creates it).
 pub const TEST_VALUES: &[&str] = &[
     "--set",
     "replicaCount=2",
     "--set",
     "extraArgs={--tls-verify=false}",
+    "--set",
+    "registryAuth.pullSecrets={imagegate-pull}",
 ];
+
+/// The pull secret (in [`RELEASE_NAMESPACE`]) imagegate uses after the pod's
+/// and its ServiceAccount's.
+pub const OWN_PULL_SECRET: &str = "imagegate-pull";
 
 /// What kubectl or helm did: exit code and both streams.
 #[derive(Debug, Clone)]
