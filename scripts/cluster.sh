@@ -247,7 +247,7 @@ is_up() {
 }
 
 cmd_build() {
-  ensure_e2e_binaries "$BIN"
+  ensure_e2e_binaries
 }
 
 cmd_up() {

@@ -14,14 +14,22 @@
 #      the same policy as a ClusterImagePolicy) and sends it AdmissionReviews
 #      with curl as kube-apiserver would: the Pod with the signed image is
 #      allowed, the unsigned one denied, and /mutate pins the signed tag to
-#      its verified digest.
+#      its verified digest,
+#   7. brings up a real Kubernetes control plane on 127.0.0.1
+#      (scripts/cluster.sh: kube-apiserver, etcd, kube-controller-manager,
+#      kubectl and helm built from pinned Go modules), installs imagegate
+#      with `helm install` and the same policy as chart values, and runs
+#      `kubectl apply`: the signed Pod is admitted (and pinned to its
+#      digest), a Pod in a Warn-mode scope is admitted with kubectl's
+#      `Warning:` line, the unsigned Pod is denied with imagegate's reason.
 # Everything is stopped and removed at the end.
 #
 #   scripts/demo.sh                 the demo
 #   scripts/demo.sh --setup-only    steps 1-4 and skopeo's verdicts only
 #                                   (no imagegate build), for CI
-#   scripts/demo.sh --keep          leave the servers' directory (not the
-#                                   servers) behind for a look
+#   scripts/demo.sh --keep          leave everything running (the registry,
+#                                   the lookaside, the control plane with
+#                                   imagegate) and say how to use and stop it
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=scripts/lib.sh
@@ -32,7 +40,7 @@ for arg in "$@"; do
   case $arg in
     --setup-only) setup_only=true ;;
     --keep) keep=true ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
     *) die "unknown argument $arg (try --help)" ;;
   esac
 done
@@ -45,12 +53,22 @@ ensure_apt_packages "${IMAGEGATE_APT_PACKAGES[@]}"
 
 W=$(mktemp -d /tmp/imagegate-demo.XXXXXX)
 PIDS=()
+CLUSTER_DIR="$W/cluster"
 cleanup() {
   local pid
+  if $keep; then
+    log "kept $W, with everything running:"
+    log "  source $CLUSTER_DIR/env; kubectl get pods -A"
+    log "  stop it: kill ${PIDS[*]}; IMAGEGATE_CLUSTER_DIR=$CLUSTER_DIR scripts/cluster.sh down; rm -rf $W"
+    return
+  fi
+  if [ -d "$CLUSTER_DIR" ]; then
+    IMAGEGATE_CLUSTER_DIR="$CLUSTER_DIR" scripts/cluster.sh down >/dev/null 2>&1 || true
+  fi
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
   gpgconf --homedir "$W/gnupg" --kill all 2>/dev/null || true
-  if $keep; then log "kept $W"; else rm -rf "$W"; fi
+  rm -rf "$W"
 }
 trap cleanup EXIT
 
@@ -254,6 +272,61 @@ EOF
   grep '"admission decision"' "$W/webhook.log" | cut -c1-200 | sed 's/^/    /'
 fi
 
+# --- 7. a real control plane: helm install, kubectl apply ---------------------------
+if ! $setup_only; then
+  printf '\n%s\n' "$(bold "A Kubernetes control plane on 127.0.0.1 (scripts/cluster.sh up), imagegate installed with helm")"
+  export IMAGEGATE_CLUSTER_DIR="$CLUSTER_DIR" IMAGEGATE_BIN="$IMAGEGATE"
+  scripts/cluster.sh up
+  # shellcheck source=/dev/null
+  source "$CLUSTER_DIR/env"
+  # A Warn-mode scope for a team trying signatures out, with an unsigned
+  # image copied there.
+  skopeo copy -q --src-tls-verify=false --dest-tls-verify=false --policy "$W/accept-anything.json" \
+    "docker://$REG/demo/unsigned:v1" "docker://$REG/trial/unsigned:v1"
+  python3 - "$W/values.yaml" "$W/demo.pub.asc" "$REG" "$LOOKASIDE" <<'PY'
+import json, sys
+out, key, reg, lookaside = sys.argv[1:]
+signed_by = [{"type": "signedBy", "keyType": "GPGKeys",
+              "keyRef": {"configMap": "imagegate-trusted-keys", "key": "demo.asc"}}]
+values = {
+    "replicaCount": 1,
+    "extraArgs": ["--tls-verify=false"],
+    "trustedKeys": {"armored": {"demo.asc": open(key).read()}},
+    "clusterImagePolicies": {
+        "demo": {"mode": "Enforce", "policy": {"transports": {"docker": {reg + "/demo": signed_by}}},
+                 "lookaside": {"docker": {reg: {"lookaside": lookaside}}}},
+        "trial": {"mode": "Warn", "policy": {"transports": {"docker": {reg + "/trial": signed_by}}}},
+    },
+}
+json.dump(values, open(out, "w"), indent=2)
+PY
+  printf '  $ helm install imagegate ./charts/imagegate -n imagegate-system --create-namespace -f values.yaml --wait\n'
+  scripts/cluster.sh install -f "$W/values.yaml" 2>&1 | sed 's/^/    /'
+  kubectl -n imagegate-system get pods 2>&1 | sed 's/^/    /'
+  # The policies are served before the Pods come.
+  for p in demo trial; do
+    wait_until 60 "ClusterImagePolicy $p Ready" sh -c \
+      "kubectl get clusterimagepolicy $p -o jsonpath='{.status.conditions[0].status}' | grep -qx True"
+  done
+  kapply() { # kapply NAME IMAGE EXPECTED_EXIT(0 admitted / 1 denied)
+    local rc out
+    printf '\n  $ kubectl apply -f pod.yaml   # a Pod running %s\n' "$2"
+    set +e
+    out=$(printf 'apiVersion: v1\nkind: Pod\nmetadata: {name: %s, namespace: default}\nspec:\n  containers: [{name: app, image: "%s"}]\n' "$1" "$2" \
+      | kubectl apply -f - 2>&1)
+    rc=$?
+    set -e
+    sed 's/^/    /' <<<"$out"
+    printf '  skopeo (reference): %s\n' "$(skopeo_verdict "$2" || true)"
+    [ "$rc" -eq "$3" ] || { echo "  !! kubectl's result is not the expected one"; failures=$((failures + 1)); }
+  }
+  kapply signed "$REG/demo/signed:v1" 0
+  printf '  $ kubectl get pod signed -o jsonpath={.spec.containers[0].image}\n    %s\n' \
+    "$(kubectl get pod signed -o jsonpath='{.spec.containers[0].image}')"
+  kapply trial "$REG/trial/unsigned:v1" 0
+  kapply unsigned "$REG/demo/unsigned:v1" 1
+fi
+
 echo
 if [ "$failures" -ne 0 ]; then
   log "demo: $failures verdict(s) differ from the expected ones"
@@ -262,5 +335,5 @@ fi
 if $setup_only; then
   log "demo setup ok: skopeo's verdicts are as expected (imagegate not run: --setup-only)"
 else
-  log "demo ok: imagegate accepted the signed image and rejected the other two, as a CLI and as a webhook"
+  log "demo ok: imagegate accepted the signed image and rejected the other two, as a CLI, as a webhook, and in a cluster through kube-apiserver"
 fi

@@ -3,12 +3,14 @@
 
 # The Debian packages the tests and the demo need: the reference tools
 # (registry, skopeo, gpg), the C build dependencies of sequoia-openpgp's
-# nettle backend, and the basics a minimal image may lack.
+# nettle backend, openssl for the control plane's certificates, and the
+# basics a minimal image may lack. Go (>= 1.26) comes with the machine.
 # shellcheck disable=SC2034  # used by the scripts that source this file
 IMAGEGATE_APT_PACKAGES=(
   docker-registry skopeo gnupg gpg-agent gpgconf
   libclang-dev nettle-dev pkg-config
   python3 python3-venv curl ca-certificates tar gzip
+  openssl
 )
 
 log() { printf '==> %s\n' "$*" >&2; }
@@ -144,11 +146,11 @@ e2e_program_path() {
 }
 
 # Builds the e2e programs that are not cached yet and links them all into
-# DIR (made if needed). The Go module proxy is the only network the build
+# DIR (made if needed; no links without DIR). The Go module proxy is the only network the build
 # uses; nothing is fetched at run time.
 ensure_e2e_binaries() {
-  local dir=$1 name pkg i path start ver minor ldflags
-  mkdir -p "$dir"
+  local dir=${1:-} name pkg i path start ver minor ldflags
+  [ -z "$dir" ] || mkdir -p "$dir"
   for ((i = 0; i < ${#E2E_PROGRAMS[@]}; i += 2)); do
     name=${E2E_PROGRAMS[i]} pkg=${E2E_PROGRAMS[i + 1]}
     path=$(e2e_program_path "$name" "$pkg")
@@ -170,7 +172,7 @@ ensure_e2e_binaries() {
       mv "$path.tmp" "$path"
       log "built $name in $(($(date +%s) - start)) s"
     fi
-    ln -sfn "$path" "$dir/$name"
+    [ -z "$dir" ] || ln -sfn "$path" "$dir/$name"
   done
 }
 

@@ -16,11 +16,23 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/lib.sh
 
 # `tests` goes last so the test runner's summary is the run's last word.
-STEPS=(fmt clippy demo chart tests)
+STEPS=(fmt clippy e2e demo chart tests)
 
 step_deps() {
   ensure_apt_packages "${IMAGEGATE_APT_PACKAGES[@]}"
   ensure_rust
+  command -v go >/dev/null 2>&1 || die "go not found: the test control plane is built from Go modules (Go >= 1.26)"
+}
+
+# The Go test infrastructure (e2e/: the control plane, e2e-node): gofmt,
+# go vet, and the binaries (cached by go.sum; the cold build takes minutes,
+# timed here so it is not hidden inside the first real-cluster test).
+step_e2e() {
+  local bad
+  bad=$(cd e2e && gofmt -l .)
+  [ -z "$bad" ] || die "gofmt: $bad"
+  (cd e2e && go vet ./...)
+  scripts/cluster.sh build
 }
 
 step_fmt() {
